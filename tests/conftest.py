@@ -1,0 +1,45 @@
+"""Session-wide fixtures: the three real test clusters, started once per run.
+
+The clusters start lazily, on the first test that asks for them, so unit-test
+runs stay fast; they are stopped at the end of the run, when a test fails, and
+when the run is interrupted (the servers also die with the test process).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testenv.clusters import ClusterSet
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(
+    os.environ.get(
+        "RECONCILER_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "homelab-repos"
+    )
+)
+
+_versions: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
+    # Short base path: etcd and the API server dislike very long socket paths.
+    cluster_set = ClusterSet(tmp_path_factory.mktemp("clusters"))
+    cluster_set.start(timeout=float(os.environ.get("RECONCILER_TESTENV_TIMEOUT", "60")))
+    for c in cluster_set:
+        _versions[c.name] = c.version()
+    try:
+        yield cluster_set
+    finally:
+        cluster_set.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _versions:
+        terminalreporter.section("test clusters")
+        for name, version in _versions.items():
+            terminalreporter.write_line(f"{name}: kube-apiserver {version}")
