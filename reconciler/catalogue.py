@@ -1,0 +1,351 @@
+"""Argo CD Applications (and config-declared apps) -> the App list.
+
+The repositories' own Application manifests are the catalogue, so the same
+repositories work whether Argo CD or the reconciler owns a cluster. Each
+Application is read on its own: a bad one becomes an AppError and the rest
+are still catalogued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.config import Config
+from reconciler.documents import MANIFEST_SUFFIXES, parse_documents
+from reconciler.errors import ReconcilerError
+from reconciler.model import (
+    App,
+    AppError,
+    AppOrigin,
+    DirectoryOptions,
+    HelmOptions,
+    HelmParameter,
+    Source,
+    api_group,
+)
+from reconciler.tree import Tree
+from reconciler.urls import normalise_server, normalise_url
+
+ARGO_GROUP = "argoproj.io"
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+IN_CLUSTER = "in-cluster"
+_HELM_KEYS = {
+    "releaseName",
+    "valueFiles",
+    "values",
+    "valuesObject",
+    "parameters",
+    "skipCrds",
+    "skipTests",
+    "passCredentials",
+    "version",
+}
+_DIRECTORY_KEYS = {"recurse", "include", "exclude", "jsonnet"}
+
+
+class _Invalid(ReconcilerError):
+    """One Application field is unusable; becomes that app's AppError."""
+
+    def __init__(self, message: str, cluster: str | None = None) -> None:
+        super().__init__(message)
+        self.cluster = cluster
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    apps: tuple[App, ...]
+    errors: tuple[AppError, ...]
+
+
+@dataclass(frozen=True)
+class _Context:
+    servers: Mapping[str, str]  # normalised API URL -> cluster name
+    clusters: frozenset[str]
+    repos: Mapping[str, str]  # normalised repo URL -> repo name
+
+
+def build_catalogue(
+    config: Config, trees: Mapping[str, Tree], repo_urls: Mapping[str, str]
+) -> Catalogue:
+    """Apps from every configured repo's `apps` directories plus config [[apps]].
+
+    `trees` holds the repos that could be read; `repo_urls` maps each repo name
+    to the URL Applications use for it."""
+    ctx = _Context(
+        servers={normalise_server(s): c.name for c in config.clusters for s in c.servers},
+        clusters=frozenset(c.name for c in config.clusters),
+        repos={normalise_url(url): name for name, url in repo_urls.items()},
+    )
+    apps: list[App] = []
+    errors: list[AppError] = []
+    for repo in config.repos:
+        tree = trees.get(repo.name)
+        if tree is None:
+            continue
+        for directory in repo.apps:
+            _read_directory(tree, directory, ctx, apps, errors)
+    for declared in config.apps:
+        apps.append(
+            App(
+                name=declared.name,
+                cluster=declared.cluster,
+                namespace=declared.namespace,
+                sources=(
+                    Source(
+                        repo_url=repo_urls.get(declared.repo, ""),
+                        repo=declared.repo,
+                        path=declared.path,
+                    ),
+                ),
+                origin=AppOrigin(repo="config", commit="", path=str(config.file)),
+            )
+        )
+    return _unique(apps, errors)
+
+
+def _unique(apps: list[App], errors: list[AppError]) -> Catalogue:
+    """App names key status and `--app`; a second app of the same name is refused."""
+    seen: dict[str, App] = {}
+    for app in apps:
+        first = seen.get(app.name)
+        if first is None:
+            seen[app.name] = app
+            continue
+        errors.append(
+            AppError(
+                app.name,
+                f"declared in {app.origin.repo}:{app.origin.path} but the name is already "
+                f"used by {first.origin.repo}:{first.origin.path}",
+                app.cluster,
+            )
+        )
+    return Catalogue(tuple(seen.values()), tuple(errors))
+
+
+def _read_directory(
+    tree: Tree, directory: str, ctx: _Context, apps: list[App], errors: list[AppError]
+) -> None:
+    try:
+        paths = tree.files(directory, recurse=True)
+    except ReconcilerError as exc:
+        errors.append(AppError(f"{tree.repo}:{directory}", f"cannot list Applications: {exc}"))
+        return
+    for path in paths:
+        if not path.endswith(MANIFEST_SUFFIXES):
+            continue
+        label = f"{tree.repo}:{path}"
+        try:
+            docs = parse_documents(tree.read(path), path)
+        except ReconcilerError as exc:
+            errors.append(AppError(label, str(exc)))
+            continue
+        for doc in docs:
+            if not isinstance(doc, dict) or api_group(str(doc.get("apiVersion", ""))) != ARGO_GROUP:
+                continue
+            kind = doc.get("kind")
+            name = _name_of(doc) or label
+            if kind == "ApplicationSet":
+                errors.append(
+                    AppError(
+                        name,
+                        f"ApplicationSet in {label} is not supported; "
+                        "declare its Applications directly",
+                    )
+                )
+            elif kind == "Application":
+                try:
+                    apps.append(parse_application(doc, tree, path, ctx))
+                except _Invalid as exc:
+                    errors.append(AppError(name, f"{label}: {exc}", exc.cluster))
+
+
+def _name_of(doc: Mapping[str, Any]) -> str | None:
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def parse_application(doc: Mapping[str, Any], tree: Tree, path: str, ctx: _Context) -> App:
+    name = _name_of(doc)
+    if name is None:
+        raise _Invalid("Application has no metadata.name")
+    spec = _mapping(doc.get("spec"), "spec")
+    metadata = _mapping(doc.get("metadata"), "metadata")
+    destination = _mapping(spec.get("destination"), "spec.destination")
+    cluster = _cluster(destination, ctx)
+    try:
+        return _app(name, spec, metadata, destination, cluster, tree, path, ctx)
+    except _Invalid as exc:
+        raise _Invalid(str(exc), cluster) from None
+
+
+def _app(
+    name: str,
+    spec: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    destination: Mapping[str, Any],
+    cluster: str,
+    tree: Tree,
+    path: str,
+    ctx: _Context,
+) -> App:
+    namespace = destination.get("namespace") or ""
+    if not isinstance(namespace, str):
+        raise _Invalid("spec.destination.namespace must be a string")
+
+    raw_sources: Any = spec.get("sources") or ([spec["source"]] if spec.get("source") else [])
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise _Invalid("spec.source or spec.sources is required")
+    sources = tuple(
+        _source(_mapping(s, f"spec.sources[{i}]"), ctx, f"spec.sources[{i}]")
+        for i, s in enumerate(raw_sources)
+    )
+    sync_policy = _mapping(spec.get("syncPolicy") or {}, "spec.syncPolicy")
+    sync_options = sync_policy.get("syncOptions") or []
+    ignore = spec.get("ignoreDifferences") or []
+    if not isinstance(sync_options, list) or not all(isinstance(o, str) for o in sync_options):
+        raise _Invalid("spec.syncPolicy.syncOptions must be a list of strings")
+    if not isinstance(ignore, list) or not all(isinstance(i, dict) for i in ignore):
+        raise _Invalid("spec.ignoreDifferences must be a list of mappings")
+    return App(
+        name=name,
+        cluster=cluster,
+        namespace=namespace,
+        sources=sources,
+        origin=AppOrigin(repo=tree.repo, commit=tree.commit, path=path),
+        sync_wave=_sync_wave(metadata),
+        sync_options=tuple(sync_options),
+        sync_policy=sync_policy,
+        ignore_differences=tuple(ignore),
+    )
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{key} must be a mapping")
+    return value
+
+
+def _cluster(destination: Mapping[str, Any], ctx: _Context) -> str:
+    server = destination.get("server")
+    name = destination.get("name")
+    if isinstance(server, str) and server:
+        cluster = ctx.servers.get(normalise_server(server))
+        if cluster is None:
+            raise _Invalid(f"destination server {server} is not listed in any cluster's `servers`")
+        return cluster
+    if isinstance(name, str) and name:
+        if name in ctx.clusters:
+            return name
+        if name == IN_CLUSTER and "https://kubernetes.default.svc" in ctx.servers:
+            return ctx.servers["https://kubernetes.default.svc"]
+        raise _Invalid(f"destination name {name!r} is not a configured cluster")
+    raise _Invalid("spec.destination needs a server or a name")
+
+
+def _sync_wave(metadata: Mapping[str, Any]) -> int:
+    annotations = metadata.get("annotations") or {}
+    raw = annotations.get(SYNC_WAVE, "0") if isinstance(annotations, dict) else "0"
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise _Invalid(f"annotation {SYNC_WAVE} must be an integer") from None
+
+
+def _source(raw: Mapping[str, Any], ctx: _Context, key: str) -> Source:
+    url = raw.get("repoURL")
+    if not isinstance(url, str) or not url:
+        raise _Invalid(f"{key}.repoURL is required")
+    revision = str(raw.get("targetRevision") or "")
+    if "plugin" in raw:
+        raise _Invalid(f"{key}.plugin: config management plugins are not supported")
+    helm = _helm(raw["helm"], f"{key}.helm") if "helm" in raw else None
+    chart = raw.get("chart")
+    if chart is not None:
+        if not isinstance(chart, str) or not chart:
+            raise _Invalid(f"{key}.chart must be a chart name")
+        if not revision:
+            raise _Invalid(f"{key}.targetRevision is required for chart {chart}")
+        return Source(
+            repo_url=url, target_revision=revision, chart=chart, helm=helm or HelmOptions()
+        )
+    repo = ctx.repos.get(normalise_url(url))
+    if repo is None:
+        raise _Invalid(f"{key}.repoURL {url} is not a configured repo (see [[repos]] url)")
+    path = raw.get("path")
+    ref = raw.get("ref")
+    if path is None and ref is None:
+        raise _Invalid(f"{key} needs a path, a chart or a ref")
+    if path is not None and not isinstance(path, str):
+        raise _Invalid(f"{key}.path must be a string")
+    if ref is not None and not isinstance(ref, str):
+        raise _Invalid(f"{key}.ref must be a string")
+    kustomize = raw.get("kustomize")
+    if kustomize:
+        raise _Invalid(
+            f"{key}.kustomize options ({', '.join(sorted(kustomize))}) are not supported"
+        )
+    return Source(
+        repo_url=url,
+        target_revision=revision,
+        repo=repo,
+        path=path,
+        ref=ref,
+        directory=_directory(raw["directory"], f"{key}.directory") if "directory" in raw else None,
+        helm=helm,
+        kustomize="kustomize" in raw,
+    )
+
+
+def _directory(raw: Any, key: str) -> DirectoryOptions:
+    table = _mapping(raw or {}, key)
+    unknown = set(table) - _DIRECTORY_KEYS
+    if unknown:
+        raise _Invalid(f"{key}: unsupported option(s) {', '.join(sorted(unknown))}")
+    if table.get("jsonnet"):
+        raise _Invalid(f"{key}.jsonnet is not supported")
+    include, exclude = table.get("include", ""), table.get("exclude", "")
+    if not isinstance(include, str) or not isinstance(exclude, str):
+        raise _Invalid(f"{key}.include and .exclude must be glob strings")
+    return DirectoryOptions(recurse=table.get("recurse") is True, include=include, exclude=exclude)
+
+
+def _helm(raw: Any, key: str) -> HelmOptions:
+    table = _mapping(raw or {}, key)
+    unknown = set(table) - _HELM_KEYS
+    if unknown:
+        raise _Invalid(f"{key}: unsupported option(s) {', '.join(sorted(unknown))}")
+    files = table.get("valueFiles") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise _Invalid(f"{key}.valueFiles must be a list of paths")
+    values = table.get("values")
+    if values is not None and not isinstance(values, str | dict):
+        raise _Invalid(f"{key}.values must be a YAML string")
+    values_object = table.get("valuesObject")
+    if values_object is not None and not isinstance(values_object, dict):
+        raise _Invalid(f"{key}.valuesObject must be a mapping")
+    params = table.get("parameters") or []
+    if not isinstance(params, list):
+        raise _Invalid(f"{key}.parameters must be a list")
+    parameters = []
+    for i, p in enumerate(params):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise _Invalid(f"{key}.parameters[{i}] needs a name")
+        parameters.append(
+            HelmParameter(p["name"], str(p.get("value", "")), p.get("forceString") is True)
+        )
+    release = table.get("releaseName")
+    return HelmOptions(
+        release_name=release if isinstance(release, str) and release else None,
+        value_files=tuple(files),
+        # Argo CD accepts `values` as a mapping too; Helm sees the same YAML either way.
+        values=values if isinstance(values, str) else None,
+        values_object=values_object
+        if values_object is not None
+        else (values if isinstance(values, dict) else None),
+        parameters=tuple(parameters),
+        skip_crds=table.get("skipCrds") is True,
+        skip_tests=table.get("skipTests") is True,
+    )

@@ -1,0 +1,405 @@
+"""config.toml -> a typed, validated, frozen Config.
+
+Everything is checked up front and every problem is reported at once, each
+naming the file, the key and what was expected, so the daemon never starts
+half-configured and an operator fixes a config in one pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from reconciler.errors import ConfigError
+from reconciler.urls import normalise_server, normalise_url
+
+Mode = Literal["apply", "report"]
+
+DEFAULT_STATE_DIR = "/var/lib/reconciler"
+DEFAULT_REF = "refs/remotes/origin/main"
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$", re.IGNORECASE)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    name: str
+    path: Path
+    url: str | None
+    ref: str
+    apps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    mode: Mode
+    argocd: bool
+    kubeconfig: Path
+    context: str | None
+    servers: tuple[str, ...]
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """An app declared in config rather than by an Argo CD Application."""
+
+    name: str
+    repo: str
+    path: str
+    cluster: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    timeout_seconds: float = 120.0
+    max_file_bytes: int = 8 * 1024 * 1024  # real CRD bundles reach a few MiB
+    helm: str | None = None
+    kubectl: str | None = None
+    # Chart repository URL (as Applications name it) -> URL to pull from instead,
+    # for air-gapped hosts and for tests serving charts locally.
+    chart_mirrors: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    state_dir: Path
+    render: RenderConfig
+    repos: tuple[RepoConfig, ...]
+    clusters: tuple[ClusterConfig, ...]
+    apps: tuple[AppConfig, ...]
+
+    def cluster(self, name: str) -> ClusterConfig | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+
+class _Reader:
+    """Collects problems while reading tables, so validation never stops early."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.problems: list[str] = []
+
+    def problem(self, key: str, expected: str) -> None:
+        self.problems.append(f"{self.file}: {key}: {expected}")
+
+    def table(self, data: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(key, "expected a table")
+            return {}
+        self._unknown_keys(value, key, allowed)
+        return value
+
+    def tables(self, data: Mapping[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.problem(key, f"expected an array of tables ([[{key}]])")
+            return []
+        return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+
+    def _unknown_keys(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        for key in sorted(set(table) - allowed):
+            self.problem(f"{prefix}.{key}", f"unknown key; expected one of {sorted(allowed)}")
+
+    def check_keys(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        self._unknown_keys(table, prefix, allowed)
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        key: str,
+        convert: Callable[[Any], _T | None],
+        expected: str,
+        default: _T | None = None,
+        required: bool = False,
+    ) -> _T | None:
+        if key not in table:
+            if required:
+                self.problem(f"{prefix}.{key}", f"missing; expected {expected}")
+            return default
+        value = convert(table[key])
+        if value is None:
+            self.problem(f"{prefix}.{key}", f"expected {expected}, got {_describe(table[key])}")
+            return default
+        return value
+
+    def path(self, value: str) -> Path:
+        return (self.file.parent / Path(value).expanduser()).resolve()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 80 else "a long string"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _name(value: Any) -> str | None:
+    return value if isinstance(value, str) and _NAME.match(value) else None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _mode(value: Any) -> Mode | None:
+    if value == "apply":
+        return "apply"
+    if value == "report":
+        return "report"
+    return None
+
+
+def _positive_int(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
+
+
+def _positive_number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
+
+
+def _str_list(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, list) and all(_str(v) for v in value):
+        return tuple(value)
+    return None
+
+
+def _mirrors(value: Any) -> dict[str, str] | None:
+    if isinstance(value, dict) and all(
+        isinstance(v, str) and re.match(r"^(https?|oci)://", v) for v in value.values()
+    ):
+        return dict(value)
+    return None
+
+
+def _ref(value: Any) -> str | None:
+    ok = isinstance(value, str) and (value == "HEAD" or value.startswith("refs/"))
+    return value if ok else None
+
+
+def _server(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.match(r"^https?://[^\s/]+", value) is not None
+    return value if ok else None
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return None
+
+
+def load_config(file: Path) -> Config:
+    """Read and validate `file`; raises ConfigError listing every problem."""
+    file = file.resolve()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
+    return parse_config(data, file)
+
+
+def parse_config(data: Mapping[str, Any], file: Path) -> Config:
+    r = _Reader(file)
+    r.check_keys(data, "(top level)", {"daemon", "render", "repos", "clusters", "apps"})
+
+    daemon = r.table(data, "daemon", {"state_dir"})
+    state_dir = r.get(daemon, "daemon", "state_dir", _str, "a directory path", DEFAULT_STATE_DIR)
+
+    render = _render(r, data)
+    repos = _repos(r, data)
+    clusters = _clusters(r, data)
+    apps = _apps(r, data, {x.name for x in repos}, {c.name for c in clusters})
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(
+        file=file,
+        state_dir=r.path(state_dir or DEFAULT_STATE_DIR),
+        render=render,
+        repos=tuple(repos),
+        clusters=tuple(clusters),
+        apps=tuple(apps),
+    )
+
+
+def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:
+    keys = {"timeout_seconds", "max_file_bytes", "helm", "kubectl", "chart_mirrors"}
+    t = r.table(data, "render", keys)
+    defaults = RenderConfig()
+
+    def binary(key: str) -> str | None:
+        # A bare name is looked up on PATH; anything with a '/' is a path.
+        value = r.get(t, "render", key, _str, f"a path to the {key} binary")
+        return str(r.path(value)) if value and "/" in value else value
+
+    timeout = r.get(t, "render", "timeout_seconds", _positive_number, "a number of seconds > 0")
+    max_bytes = r.get(t, "render", "max_file_bytes", _positive_int, "a whole number of bytes > 0")
+    mirrors = r.get(
+        t, "render", "chart_mirrors", _mirrors, 'a table of chart repository URL = "mirror URL"'
+    )
+    return RenderConfig(
+        timeout_seconds=timeout or defaults.timeout_seconds,
+        max_file_bytes=max_bytes or defaults.max_file_bytes,
+        helm=binary("helm"),
+        kubectl=binary("kubectl"),
+        chart_mirrors={normalise_url(k): v for k, v in (mirrors or {}).items()},
+    )
+
+
+def _repos(r: _Reader, data: Mapping[str, Any]) -> list[RepoConfig]:
+    repos: list[RepoConfig] = []
+    names: set[str] = set()
+    urls: dict[str, str] = {}
+    entries = r.tables(data, "repos")
+    if not entries:
+        r.problem("repos", "expected at least one [[repos]] table")
+    for prefix, t in entries:
+        r.check_keys(t, prefix, {"name", "path", "url", "ref", "apps"})
+        name = r.get(
+            t, prefix, "name", _name, "a name of letters, digits, '.', '_' or '-'", required=True
+        )
+        path = r.get(t, prefix, "path", _str, "the path of a local clone", required=True)
+        url = r.get(t, prefix, "url", _str, "the URL Applications use as repoURL")
+        ref = r.get(
+            t,
+            prefix,
+            "ref",
+            _ref,
+            "a full ref name such as 'refs/remotes/origin/main'",
+            DEFAULT_REF,
+        )
+        apps = r.get(t, prefix, "apps", _str_list, "a list of repo-relative directories")
+        if name in names:
+            r.problem(f"{prefix}.name", f"expected a unique name; {name!r} is used twice")
+        if url:
+            key = normalise_url(url)
+            if key in urls:
+                r.problem(
+                    f"{prefix}.url", f"expected a unique URL; also used by repo {urls[key]!r}"
+                )
+            urls[key] = name or prefix
+        if name and path:
+            names.add(name)
+            repos.append(RepoConfig(name, r.path(path), url, ref or DEFAULT_REF, apps or ()))
+    return repos
+
+
+def _clusters(r: _Reader, data: Mapping[str, Any]) -> list[ClusterConfig]:
+    clusters: list[ClusterConfig] = []
+    names: set[str] = set()
+    servers_seen: dict[str, str] = {}
+    entries = r.tables(data, "clusters")
+    if not entries:
+        r.problem("clusters", "expected at least one [[clusters]] table")
+    for prefix, t in entries:
+        r.check_keys(
+            t, prefix, {"name", "mode", "argocd", "kubeconfig", "context", "servers", "network"}
+        )
+        name = r.get(
+            t, prefix, "name", _name, "a name of letters, digits, '.', '_' or '-'", required=True
+        )
+        argocd = r.get(t, prefix, "argocd", _bool, "true or false", False)
+        mode = r.get(t, prefix, "mode", _mode, '"apply" or "report"')
+        if argocd and mode == "apply":
+            # Argo CD already syncs such a cluster; two writers would fight over every object.
+            r.problem(
+                f"{prefix}.mode",
+                'expected "report" because argocd = true: Argo CD owns sync on this cluster, '
+                "so the reconciler only reports drift there",
+            )
+        kubeconfig = r.get(
+            t, prefix, "kubeconfig", _str, "a path to a kubeconfig file", required=True
+        )
+        context = r.get(t, prefix, "context", _str, "a kubeconfig context name")
+        servers = r.get(
+            t, prefix, "servers", _str_list, "a non-empty list of API server URLs", required=True
+        )
+        if servers is not None and not servers:
+            r.problem(f"{prefix}.servers", "expected a non-empty list of API server URLs")
+        for i, server in enumerate(servers or ()):
+            if _server(server) is None:
+                r.problem(f"{prefix}.servers[{i}]", f"expected an https:// URL, got {server!r}")
+                continue
+            key = normalise_server(server)
+            if key in servers_seen:
+                r.problem(
+                    f"{prefix}.servers[{i}]",
+                    f"expected each server to name one cluster; {server!r} is also "
+                    f"listed by cluster {servers_seen[key]!r}",
+                )
+            servers_seen[key] = name or prefix
+        network = _network(t["network"]) if "network" in t else None
+        if "network" in t and network is None:
+            r.problem(
+                f"{prefix}.network",
+                "expected a CIDR such as '10.20.0.0/24', got " + _describe(t["network"]),
+            )
+        if name in names:
+            r.problem(f"{prefix}.name", f"expected a unique name; {name!r} is used twice")
+        if name and kubeconfig and servers:
+            names.add(name)
+            resolved_mode: Mode = "apply" if mode == "apply" and not argocd else "report"
+            clusters.append(
+                ClusterConfig(
+                    name=name,
+                    mode=resolved_mode,
+                    argocd=bool(argocd),
+                    kubeconfig=r.path(kubeconfig),
+                    context=context,
+                    servers=tuple(servers),
+                    network=network,
+                )
+            )
+    return clusters
+
+
+def _apps(
+    r: _Reader, data: Mapping[str, Any], repos: set[str], clusters: set[str]
+) -> list[AppConfig]:
+    apps: list[AppConfig] = []
+    names: set[str] = set()
+    for prefix, t in r.tables(data, "apps"):
+        r.check_keys(t, prefix, {"name", "repo", "path", "cluster", "namespace"})
+        name = r.get(t, prefix, "name", _name, "an app name", required=True)
+        repo = r.get(t, prefix, "repo", _str, "the name of a [[repos]] entry", required=True)
+        path = r.get(t, prefix, "path", _str, "a repo-relative directory", required=True)
+        cluster = r.get(
+            t, prefix, "cluster", _str, "the name of a [[clusters]] entry", required=True
+        )
+        namespace = r.get(t, prefix, "namespace", _name, "a namespace name", required=True)
+        if repo and repo not in repos:
+            r.problem(f"{prefix}.repo", f"expected one of {sorted(repos)}, got {repo!r}")
+        if cluster and cluster not in clusters:
+            r.problem(f"{prefix}.cluster", f"expected one of {sorted(clusters)}, got {cluster!r}")
+        if name in names:
+            r.problem(f"{prefix}.name", f"expected a unique name; {name!r} is used twice")
+        if name and repo and path and cluster and namespace:
+            names.add(name)
+            apps.append(AppConfig(name, repo, path, cluster, namespace))
+    return apps

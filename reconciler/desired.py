@@ -1,0 +1,250 @@
+"""Config + repositories -> the desired objects of each cluster, with origin.
+
+This is where per-app failures are collected (a bad app never stops the
+others) and where the cluster-wide rules are applied that no single app can
+check alone: namespace defaulting (which needs CRD scopes from the whole
+cluster) and one object rendered twice in one cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.catalogue import Catalogue, build_catalogue
+from reconciler.config import Config
+from reconciler.errors import ReconcilerError
+from reconciler.model import App, AppError, Manifest, ObjectRef, api_group
+from reconciler.render import Rendered, Tools, render_app
+from reconciler.sources.git import GitSource
+from reconciler.tree import Tree
+
+# Kinds served cluster-wide by a plain API server; other kinds are cluster-scoped
+# only if a CRD in the rendered set (or in WELL_KNOWN_CLUSTER_SCOPED) says so.
+BUILTIN_CLUSTER_SCOPED = frozenset(
+    {
+        ("", "Namespace"),
+        ("", "Node"),
+        ("", "PersistentVolume"),
+        ("", "ComponentStatus"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        ("apiregistration.k8s.io", "APIService"),
+        ("storage.k8s.io", "StorageClass"),
+        ("storage.k8s.io", "CSIDriver"),
+        ("storage.k8s.io", "CSINode"),
+        ("storage.k8s.io", "VolumeAttachment"),
+        ("storage.k8s.io", "VolumeAttributesClass"),
+        ("scheduling.k8s.io", "PriorityClass"),
+        ("networking.k8s.io", "IngressClass"),
+        ("networking.k8s.io", "IPAddress"),
+        ("networking.k8s.io", "ServiceCIDR"),
+        ("node.k8s.io", "RuntimeClass"),
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
+        ("certificates.k8s.io", "CertificateSigningRequest"),
+        ("certificates.k8s.io", "ClusterTrustBundle"),
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+        ("resource.k8s.io", "DeviceClass"),
+    }
+)
+# Cluster-scoped custom kinds used in the homelab whose CRDs are usually absent from
+# the rendered set: Cilium's agent installs its own CRDs, and cert-manager's come from
+# a chart that may be unavailable while the resources path still renders.
+WELL_KNOWN_CLUSTER_SCOPED = frozenset(
+    {
+        ("cilium.io", "CiliumLoadBalancerIPPool"),
+        ("cilium.io", "CiliumL2AnnouncementPolicy"),
+        ("cilium.io", "CiliumClusterwideNetworkPolicy"),
+        ("cert-manager.io", "ClusterIssuer"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class ClusterDesired:
+    """What one cluster should hold. Apps in `failed` rendered nothing usable: later
+    stages must leave their live objects alone rather than prune them."""
+
+    cluster: str
+    manifests: tuple[Manifest, ...]
+    apps: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Desired:
+    clusters: Mapping[str, ClusterDesired]
+    errors: tuple[AppError, ...]
+    catalogue: Catalogue
+
+
+@dataclass(frozen=True)
+class RepoTrees:
+    """The readable repositories at their tracked commits, plus what went wrong."""
+
+    trees: Mapping[str, Tree]
+    urls: Mapping[str, str]  # repo name -> URL Applications use for it
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
+    """Resolve every repo's tracked ref (fetching first if asked); a repo that cannot
+    be read is a problem for the apps that need it, not for the others."""
+    trees: dict[str, Tree] = {}
+    urls: dict[str, str] = {}
+    problems: list[str] = []
+    notes: list[str] = []
+    for repo in config.repos:
+        source = GitSource(repo, config.state_dir)
+        try:
+            url = source.url()
+            if url:
+                urls[repo.name] = url
+            if fetch:
+                # A failed fetch is only a note: the last fetched commit still renders.
+                notes.append(source.fetch().message)
+            trees[repo.name] = source.snapshot()
+        except ReconcilerError as exc:
+            if repo.url:
+                urls[repo.name] = repo.url
+            problems.append(str(exc))
+    return RepoTrees(trees, urls, tuple(problems), tuple(notes))
+
+
+def tools_for(config: Config) -> Tools:
+    return Tools.locate(
+        kubectl=config.render.kubectl,
+        helm=config.render.helm,
+        timeout=config.render.timeout_seconds,
+        max_file_bytes=config.render.max_file_bytes,
+        cache_dir=config.state_dir,
+        chart_mirrors=config.render.chart_mirrors,
+    )
+
+
+def build_desired(
+    config: Config,
+    sources: RepoTrees,
+    tools: Tools,
+    clusters: Collection[str] | None = None,
+) -> Desired:
+    """Catalogue every app, render those destined for `clusters` (all when None), and
+    assemble each cluster's desired objects."""
+    catalogue = build_catalogue(config, sources.trees, sources.urls)
+    wanted = [a for a in catalogue.apps if clusters is None or a.cluster in clusters]
+    errors = [e for e in catalogue.errors if clusters is None or e.cluster in (None, *clusters)]
+
+    def attempt(app: App) -> list[Rendered] | AppError:
+        try:
+            return render_app(app, sources.trees, tools)
+        except ReconcilerError as exc:
+            return AppError(app.name, str(exc), app.cluster)
+        except OSError as exc:  # the state_dir caches (checkouts, charts) could not be written
+            return AppError(app.name, f"{exc.filename or 'state_dir'}: {exc.strerror}", app.cluster)
+
+    # Rendering waits on kustomize/helm subprocesses, so threads overlap them.
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
+        results = list(pool.map(attempt, wanted))
+
+    by_cluster: dict[str, list[tuple[App, list[Rendered]]]] = defaultdict(list)
+    failed: dict[str, list[str]] = defaultdict(list)
+    for app, result in zip(wanted, results, strict=True):
+        if isinstance(result, AppError):
+            errors.append(result)
+            failed[app.cluster].append(app.name)
+        else:
+            by_cluster[app.cluster].append((app, result))
+
+    out: dict[str, ClusterDesired] = {}
+    for cluster in config.clusters:
+        if clusters is not None and cluster.name not in clusters:
+            continue
+        manifests, duplicate_errors = assemble_cluster(cluster.name, by_cluster[cluster.name])
+        errors.extend(duplicate_errors)
+        bad = {e.app for e in duplicate_errors}
+        out[cluster.name] = ClusterDesired(
+            cluster=cluster.name,
+            manifests=tuple(manifests),
+            apps=tuple(a.name for a, _ in by_cluster[cluster.name] if a.name not in bad),
+            failed=tuple(failed[cluster.name] + sorted(bad)),
+        )
+    return Desired(out, tuple(errors), catalogue)
+
+
+def cluster_scoped_kinds(objects: list[Rendered]) -> frozenset[tuple[str, str]]:
+    """Built-in and well-known cluster-scoped kinds, corrected by the CRDs among `objects`."""
+    scoped = set(BUILTIN_CLUSTER_SCOPED | WELL_KNOWN_CLUSTER_SCOPED)
+    for r in objects:
+        obj = r.obj
+        if obj.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = obj.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
+        names = spec.get("names")
+        names = names if isinstance(names, dict) else {}
+        key = (str(spec.get("group", "")), str(names.get("kind", "")))
+        if spec.get("scope") == "Cluster":
+            scoped.add(key)
+        else:
+            scoped.discard(key)
+    return frozenset(scoped)
+
+
+def assemble_cluster(
+    cluster: str, rendered: list[tuple[App, list[Rendered]]]
+) -> tuple[list[Manifest], list[AppError]]:
+    """Key every object (defaulting namespaces) and refuse objects rendered twice:
+    every app involved in a duplicate fails, since neither copy can be trusted."""
+    scoped = cluster_scoped_kinds([r for _, objs in rendered for r in objs])
+    keyed: list[tuple[App, Manifest]] = []
+    owners: dict[ObjectRef, list[tuple[App, Manifest]]] = defaultdict(list)
+    for app, objects in rendered:
+        for r in objects:
+            manifest = _keyed(r, app, scoped)
+            keyed.append((app, manifest))
+            owners[manifest.ref].append((app, manifest))
+
+    errors: list[AppError] = []
+    bad: set[str] = set()
+    for ref, entries in owners.items():
+        if len(entries) < 2:
+            continue
+        where = " and ".join(f"app {a.name} ({m.origin.repo}:{m.origin.path})" for a, m in entries)
+        for name in dict.fromkeys(a.name for a, _ in entries):
+            if name in bad:
+                continue
+            bad.add(name)
+            errors.append(
+                AppError(name, f"{ref} is rendered twice in cluster {cluster}: {where}", cluster)
+            )
+    return [m for a, m in keyed if a.name not in bad], errors
+
+
+def _keyed(r: Rendered, app: App, scoped: frozenset[tuple[str, str]]) -> Manifest:
+    obj = r.obj
+    group, kind = api_group(str(obj["apiVersion"])), str(obj["kind"])
+    metadata: dict[str, Any] = dict(obj["metadata"])
+    if (group, kind) in scoped:
+        metadata.pop("namespace", None)  # the API server ignores it; so must the key
+        namespace = ""
+    else:
+        # No destination namespace means kubectl's default, as with Argo CD.
+        namespace = metadata.get("namespace") or app.namespace or "default"
+        metadata["namespace"] = namespace
+    return Manifest(
+        ref=ObjectRef(group, kind, namespace, str(metadata["name"])),
+        obj={**obj, "metadata": metadata},
+        origin=r.origin,
+    )

@@ -1,0 +1,27 @@
+"""The diff stage: desired vs live objects in, Drift out. Pure: no I/O, no clients.
+
+Modules, in the order an object passes through them: `normalize` (server-written
+fields), `ignore` and `jq` (Argo CD ignoreDifferences), `redact` (secrets),
+`fieldsets` and `align` (field ownership, merge keys), `compare` (deepdiff),
+`render` (text and JSON).
+"""
+
+from reconciler.diff.compare import DEFAULT_MANAGER, diff_object
+from reconciler.diff.ignore import IgnoreRule, parse_ignore_rules
+from reconciler.diff.pointer import RuleError
+from reconciler.diff.redact import SECRET_RULE, RedactionRule, redact, redact_text
+from reconciler.diff.render import drift_to_json, render_text
+
+__all__ = [
+    "DEFAULT_MANAGER",
+    "SECRET_RULE",
+    "IgnoreRule",
+    "RedactionRule",
+    "RuleError",
+    "diff_object",
+    "drift_to_json",
+    "parse_ignore_rules",
+    "redact",
+    "redact_text",
+    "render_text",
+]

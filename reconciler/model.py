@@ -1,0 +1,232 @@
+"""The small immutable types passed between pipeline stages.
+
+Stages exchange only these, so each stage can be tested with plain data and
+no stage needs to know how another one obtained it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Result(enum.Enum):
+    """What happened to one object in one reconcile (shared by plan, apply, status)."""
+
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+    PRUNED = "pruned"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+def api_group(api_version: str) -> str:
+    """The group part of an apiVersion: objects are keyed by group, never by version,
+    because the API server serves the same object under every version of its group."""
+    return api_version.rpartition("/")[0]
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """The canonical key of a Kubernetes object within one cluster."""
+
+    group: str
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        group_kind = f"{self.kind}.{self.group}" if self.group else self.kind
+        if self.namespace:
+            return f"{group_kind} {self.namespace}/{self.name}"
+        return f"{group_kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a desired object came from, so every report can point back at git."""
+
+    repo: str
+    commit: str
+    app: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One desired object, ready for diffing: namespace defaulted, keyed, traced."""
+
+    ref: ObjectRef
+    obj: Mapping[str, Any]
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class DirectoryOptions:
+    """Argo CD's `source.directory`: how a plain-manifest path is read."""
+
+    recurse: bool = False
+    include: str = ""
+    exclude: str = ""
+
+
+@dataclass(frozen=True)
+class HelmParameter:
+    name: str
+    value: str
+    force_string: bool = False
+
+
+@dataclass(frozen=True)
+class HelmOptions:
+    """Argo CD's `source.helm`, in the order Helm applies it: files, inline values, --set."""
+
+    release_name: str | None = None
+    value_files: tuple[str, ...] = ()
+    values: str | None = None
+    values_object: Mapping[str, Any] | None = None
+    parameters: tuple[HelmParameter, ...] = ()
+    skip_crds: bool = False
+    skip_tests: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of an app. `repo` is the configured repo name for git sources;
+    chart sources (`chart` set) name a Helm repository by `repo_url` instead.
+    For git sources `target_revision` is informational: what deploys is the
+    commit of the repo's tracked ref (see config `ref`)."""
+
+    repo_url: str
+    target_revision: str = ""
+    repo: str | None = None
+    path: str | None = None
+    chart: str | None = None
+    ref: str | None = None
+    directory: DirectoryOptions | None = None
+    helm: HelmOptions | None = None
+    kustomize: bool = False
+
+
+@dataclass(frozen=True)
+class AppOrigin:
+    """The file that declared an app: an Application manifest or the config file."""
+
+    repo: str
+    commit: str
+    path: str
+
+
+@dataclass(frozen=True)
+class App:
+    """One deployable unit: sources rendered into one destination cluster and namespace."""
+
+    name: str
+    cluster: str
+    namespace: str
+    sources: tuple[Source, ...]
+    origin: AppOrigin
+    sync_wave: int = 0
+    sync_options: tuple[str, ...] = ()
+    sync_policy: Mapping[str, Any] = field(default_factory=dict)
+    ignore_differences: tuple[Mapping[str, Any], ...] = ()
+
+    def sync_option(self, name: str) -> str | None:
+        """The value of a `Name=value` sync option, or None when it is not set."""
+        for option in self.sync_options:
+            key, _, value = option.partition("=")
+            if key.strip() == name:
+                return value.strip()
+        return None
+
+
+@dataclass(frozen=True)
+class AppError:
+    """A problem confined to one app (or one catalogue file, when no app name is known)."""
+
+    app: str
+    message: str
+    cluster: str | None = None
+
+    def __str__(self) -> str:
+        where = f" (cluster {self.cluster})" if self.cluster else ""
+        return f"app {self.app}{where}: {self.message}"
+
+
+class DriftType(enum.Enum):
+    """How a live object differs from git: absent live, different, or no longer in git."""
+
+    MISSING = "missing"
+    CHANGED = "changed"
+    EXTRA = "extra"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One differing field. `path` is a JSON pointer; a side is None where the field is absent.
+    Values are already redacted: a Change is safe to log, store and print."""
+
+    path: str
+    desired: Any
+    live: Any
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The difference between one desired object and its live counterpart.
+
+    `desired` and `live` are the redacted, normalised views that were compared
+    (what a text diff renders); they stay out of repr and equality so a Drift
+    prints and compares by its changes."""
+
+    type: DriftType
+    ref: ObjectRef
+    api_version: str
+    changes: tuple[Change, ...] = ()
+    desired: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    live: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, order=True)
+class GroupKind:
+    """A kind of object, independent of version: what API discovery and the live cache key on."""
+
+    group: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+
+def object_ref(obj: Mapping[str, Any]) -> ObjectRef:
+    """The key of an object given as a dict (a live object, or a rendered one)."""
+    metadata = obj.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    return ObjectRef(
+        api_group(str(obj.get("apiVersion", ""))),
+        str(obj.get("kind", "")),
+        str(metadata.get("namespace") or ""),
+        str(metadata.get("name") or ""),
+    )
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One object breaking one policy; reported like drift, under the policy's name.
+
+    `source` says which side broke it: "desired" (git) or "live" (the cluster).
+    `app` is None for a live object no app is known to own."""
+
+    policy: str
+    cluster: str
+    ref: ObjectRef
+    app: str | None
+    message: str
+    source: str
+
+    def __str__(self) -> str:
+        app = f" (app {self.app})" if self.app else ""
+        return f"{self.cluster}: {self.ref}{app} [{self.source}]: {self.policy}: {self.message}"

@@ -1,0 +1,369 @@
+"""Read what is committed on a tracked ref, and fetch it, without touching the clone.
+
+The operator's clone is opened read-only. Fetched objects and refs go into a
+bare cache repository under state_dir whose object database borrows the
+clone's objects (git "alternates"), so the cache can read both what was
+fetched and what the operator committed or pulled locally. The working tree
+is never read: files come from the commit's tree.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import CredentialType, FileMode, RepositoryOpenFlag
+
+from reconciler.config import RepoConfig
+from reconciler.errors import SourceError, TreeError
+from reconciler.tree import EntryKind, clean_path
+from reconciler.urls import redact_url
+
+_REMOTE_REF = re.compile(r"^refs/remotes/([^/]+)/(.+)$")
+_MAX_SYMLINK_HOPS = 16
+# libgit2 otherwise waits for the OS TCP timeout when a remote is unreachable.
+pygit2.settings.server_connect_timeout = 10_000
+pygit2.settings.server_timeout = 60_000
+
+
+class GitTree:
+    """`reconciler.tree.Tree` over one commit of a pygit2 repository.
+
+    Apps render on several threads; a libgit2 repository must not be used by
+    two threads at once, so every access goes through one lock."""
+
+    def __init__(
+        self,
+        repo_name: str,
+        repository: pygit2.Repository,
+        commit: pygit2.Commit,
+        checkouts: Path,
+    ) -> None:
+        self._repo_name = repo_name
+        self._repository = repository
+        self._root = commit.tree
+        self._commit = str(commit.id)
+        self._checkouts = checkouts
+        self._lock = threading.RLock()
+
+    @property
+    def repo(self) -> str:
+        return self._repo_name
+
+    @property
+    def commit(self) -> str:
+        return self._commit
+
+    def _where(self, path: str) -> str:
+        return f"{path or '.'} at commit {self._commit[:12]} of repo {self._repo_name}"
+
+    def _resolve(self, path: str) -> pygit2.Object | None:
+        """The object at `path`, following symlinks that stay inside the repository."""
+        parts = [p for p in clean_path(path).split("/") if p]
+        current: list[str] = []
+        obj: pygit2.Object = self._root
+        hops = 0
+        i = 0
+        while i < len(parts):
+            if not isinstance(obj, pygit2.Tree) or parts[i] not in obj:
+                return None
+            entry = obj[parts[i]]
+            if entry.filemode == FileMode.COMMIT:  # a submodule: not part of this repo
+                return None
+            if entry.filemode == FileMode.LINK:
+                hops += 1
+                link = "/".join([*current, parts[i]])
+                if hops > _MAX_SYMLINK_HOPS:
+                    raise TreeError(f"symlink loop at {self._where(link)}")
+                assert isinstance(entry, pygit2.Blob)
+                target = self._link_target(link, entry)
+                parts = [p for p in target.split("/") if p] + parts[i + 1 :]
+                current, obj, i = [], self._root, 0
+                continue
+            current.append(parts[i])
+            obj = entry
+            i += 1
+        return obj
+
+    def _link_target(self, link: str, blob: pygit2.Blob) -> str:
+        target = blob.data.decode("utf-8", "replace")
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
+        if target.startswith("/") or joined == ".." or joined.startswith("../"):
+            raise TreeError(f"symlink {self._where(link)} points outside the repository")
+        return "" if joined == "." else joined
+
+    def kind(self, path: str) -> EntryKind:
+        with self._lock:
+            obj = self._resolve(path)
+        if isinstance(obj, pygit2.Tree):
+            return "dir"
+        if isinstance(obj, pygit2.Blob):
+            return "file"
+        return "missing"
+
+    def _blob(self, path: str) -> pygit2.Blob:
+        with self._lock:
+            obj = self._resolve(path)
+        if not isinstance(obj, pygit2.Blob):
+            raise TreeError(f"no file {self._where(path)}")
+        return obj
+
+    def size(self, path: str) -> int:
+        with self._lock:
+            return self._blob(path).size
+
+    def read(self, path: str) -> bytes:
+        with self._lock:
+            return self._blob(path).data
+
+    def files(self, path: str, recurse: bool) -> list[str]:
+        with self._lock:
+            top = self._resolve(path)
+            if not isinstance(top, pygit2.Tree):
+                raise TreeError(f"no directory {self._where(path)}")
+            found: list[str] = []
+            self._collect(top, clean_path(path), recurse, found)
+        return sorted(found)
+
+    def _collect(self, tree: pygit2.Tree, base: str, recurse: bool, found: list[str]) -> None:
+        for entry in tree:
+            name = entry.name or ""
+            child = f"{base}/{name}" if base else name
+            if entry.filemode == FileMode.LINK:
+                # Directory symlinks are not followed while listing: that could loop.
+                if isinstance(self._resolve(child), pygit2.Blob):
+                    found.append(child)
+            elif isinstance(entry, pygit2.Tree):
+                if recurse:
+                    self._collect(entry, child, recurse, found)
+            elif isinstance(entry, pygit2.Blob):
+                found.append(child)
+
+    def materialise(self) -> Path:
+        """Write the commit's files once into state_dir; commits are immutable, so the
+        directory is reused by every later render of the same commit."""
+        dest = self._checkouts / self._repo_name / self._commit
+        with self._lock:
+            if dest.is_dir():
+                return dest
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+            try:
+                self._write(self._root, tmp, "")
+                os.rename(tmp, dest)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not dest.is_dir():  # otherwise another process wrote it first
+                    raise
+        return dest
+
+    def _write(self, tree: pygit2.Tree, root: Path, base: str) -> None:
+        for entry in tree:
+            name = entry.name or ""
+            rel = f"{base}/{name}" if base else name
+            target = root / rel
+            if entry.filemode == FileMode.LINK:
+                assert isinstance(entry, pygit2.Blob)
+                try:
+                    self._link_target(rel, entry)
+                except TreeError:
+                    continue  # never written; apps that read it get the TreeError instead
+                os.symlink(entry.data.decode("utf-8", "replace"), target)
+            elif isinstance(entry, pygit2.Tree):
+                target.mkdir()
+                self._write(entry, root, rel)
+            elif isinstance(entry, pygit2.Blob):
+                target.write_bytes(entry.data)
+                if entry.filemode == FileMode.BLOB_EXECUTABLE:
+                    target.chmod(0o755)
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """The result of one fetch: `ok` is False when the remote could not be reached,
+    in which case the last fetched commit (if any) keeps being used."""
+
+    ok: bool
+    commit: str | None
+    message: str
+
+
+class _Credentials(pygit2.RemoteCallbacks):
+    """Credentials from the ssh agent or the environment, tried once each, so a
+    rejected credential fails the fetch instead of being retried forever."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tried: set[CredentialType] = set()
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: CredentialType
+    ) -> pygit2.Keypair | pygit2.UserPass:
+        ssh, plain = CredentialType.SSH_KEY, CredentialType.USERPASS_PLAINTEXT
+        if allowed_types & ssh and ssh not in self._tried:
+            self._tried.add(ssh)
+            return pygit2.KeypairFromAgent(username_from_url or "git")
+        token = os.environ.get("RECONCILER_GIT_TOKEN")
+        if allowed_types & plain and token and plain not in self._tried:
+            self._tried.add(plain)
+            user = os.environ.get("RECONCILER_GIT_USERNAME", "x-access-token")
+            return pygit2.UserPass(user, token)
+        raise pygit2.GitError(f"no usable credentials for {redact_url(url)}")
+
+
+class GitSource:
+    """One configured repository: its clone (read-only) and its cache in state_dir."""
+
+    def __init__(self, config: RepoConfig, state_dir: Path) -> None:
+        self.name = config.name
+        self.ref = config.ref
+        self._config = config
+        self._cache_path = state_dir / "git" / f"{config.name}.git"
+        self._stamp = state_dir / "git" / f"{config.name}.last-fetch"
+        self._checkouts = state_dir / "checkouts"
+
+    def _open_clone(self) -> pygit2.Repository:
+        path = self._config.path
+        if not path.exists():
+            raise SourceError(f"repo {self.name}: {path} does not exist")
+        try:
+            # No upward search: a plain directory inside some other repo is an error.
+            return pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
+        except pygit2.GitError as exc:
+            raise SourceError(
+                f"repo {self.name}: {path} is not a readable git repository ({exc})"
+            ) from None
+
+    def _open_cache(self, clone: pygit2.Repository) -> pygit2.Repository:
+        try:
+            if not self._cache_path.exists():
+                self._cache_path.parent.mkdir(parents=True, exist_ok=True)
+                pygit2.init_repository(str(self._cache_path), bare=True)
+            alternates = self._cache_path / "objects" / "info" / "alternates"
+            wanted = str(Path(clone.path) / "objects") + "\n"
+            if not alternates.exists() or alternates.read_text() != wanted:
+                alternates.parent.mkdir(parents=True, exist_ok=True)
+                alternates.write_text(wanted)
+            return pygit2.Repository(str(self._cache_path))
+        except (OSError, pygit2.GitError) as exc:
+            raise SourceError(
+                f"repo {self.name}: cannot use cache {self._cache_path} ({exc})"
+            ) from None
+
+    def url(self) -> str | None:
+        """How Applications name this repo: configured `url`, else the clone's origin."""
+        if self._config.url:
+            return self._config.url
+        clone = self._open_clone()
+        remote = _REMOTE_REF.match(self.ref)
+        name = remote.group(1) if remote else "origin"
+        try:
+            return str(clone.remotes[name].url)
+        except (KeyError, ValueError):
+            return None
+
+    def snapshot(self) -> GitTree:
+        """The tree of the tracked ref's commit: the newer of the clone's ref (a local
+        commit or pull) and the cache's (the last fetch)."""
+        clone = self._open_clone()
+        cache = self._open_cache(clone)
+        try:
+            local = _lookup(clone, self.ref)
+            fetched = _lookup(cache, self.ref)
+            if local is None and fetched is None:
+                known = ", ".join(sorted(r for r in clone.references if r.startswith("refs/")))
+                raise SourceError(
+                    f"repo {self.name}: ref {self.ref} not found in {self._config.path} "
+                    f"(known refs: {known or 'none'})"
+                )
+            chosen = _newer(cache, local, fetched)
+            commit = cache[chosen].peel(pygit2.Commit)
+            return GitTree(self.name, cache, commit, self._checkouts)
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise SourceError(
+                f"repo {self.name}: cannot read {self.ref} from {self._config.path} "
+                f"(corrupt repository? {exc})"
+            ) from None
+
+    def fetch(self) -> FetchOutcome:
+        """Fetch the tracked branch from the clone's remote into the cache."""
+        remote = _REMOTE_REF.match(self.ref)
+        if remote is None:
+            return FetchOutcome(
+                True,
+                None,
+                f"repo {self.name}: {self.ref} is not a remote-tracking ref; "
+                "it is read from the clone and nothing is fetched",
+            )
+        remote_name, branch = remote.groups()
+        clone = self._open_clone()
+        try:
+            url = str(clone.remotes[remote_name].url)
+        except (KeyError, ValueError):
+            raise SourceError(
+                f"repo {self.name}: clone {self._config.path} has no remote {remote_name!r} "
+                f"(needed to fetch {self.ref})"
+            ) from None
+        cache = self._open_cache(clone)
+        try:
+            cache.remotes.create_anonymous(url).fetch(
+                [f"+refs/heads/{branch}:{self.ref}"], callbacks=_Credentials()
+            )
+        except (pygit2.GitError, OSError) as exc:
+            return self._offline(cache, url, str(exc))
+        fetched = _lookup(cache, self.ref)
+        if fetched is None:
+            return self._offline(cache, url, f"branch {branch} not found on the remote")
+        self._stamp.write_text(datetime.now(UTC).isoformat(timespec="seconds"))
+        return FetchOutcome(
+            True,
+            str(fetched),
+            f"repo {self.name}: fetched {branch} from {redact_url(url)} at {str(fetched)[:12]}",
+        )
+
+    def _offline(self, cache: pygit2.Repository, url: str, reason: str) -> FetchOutcome:
+        last = _lookup(cache, self.ref)
+        failed = f"repo {self.name}: fetch from {redact_url(url)} failed ({reason})"
+        if last is None:
+            return FetchOutcome(
+                False, None, f"{failed}; never fetched, using the clone's {self.ref}"
+            )
+        when = self._stamp.read_text() if self._stamp.exists() else "at an unknown time"
+        return FetchOutcome(
+            False,
+            str(last),
+            f"{failed}; offline, keeping the last fetched commit {str(last)[:12]} (fetched {when})",
+        )
+
+
+def _lookup(repository: pygit2.Repository, ref: str) -> pygit2.Oid | None:
+    if ref == "HEAD":
+        if repository.head_is_unborn:
+            return None
+        target = repository.head.target
+    else:
+        reference = repository.references.get(ref)
+        if reference is None:
+            return None
+        target = reference.resolve().target
+    return target if isinstance(target, pygit2.Oid) else None
+
+
+def _newer(
+    repository: pygit2.Repository, local: pygit2.Oid | None, fetched: pygit2.Oid | None
+) -> pygit2.Oid:
+    if local is None:
+        assert fetched is not None
+        return fetched
+    if fetched is None or local == fetched:
+        return local
+    # A local commit or pull moves the clone ahead of the cache; otherwise the fetch is newer.
+    return local if repository.descendant_of(local, fetched) else fetched

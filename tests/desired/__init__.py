@@ -1,0 +1,1 @@
+"""Desired state from real git repositories: config, sources, catalogue, render."""

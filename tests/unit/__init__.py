@@ -1,0 +1,1 @@
+"""Plain unit tests of pure functions."""
