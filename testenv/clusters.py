@@ -260,13 +260,13 @@ class Cluster:
         self.start_apiserver()
         self.start_controller_manager()
 
-    def stop_process(self, name: str, timeout: float = 10.0) -> None:
+    def stop_process(self, name: str, timeout: float = 3.0) -> None:
         """Stop one server (a fault test's API server outage); SIGKILL if it lingers."""
         proc = self._procs.pop(name, None)
         if proc is not None:
             _reap([proc], timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         _reap(list(self._procs.values()), timeout)
         self._procs.clear()
         for log in self._logs:
@@ -421,7 +421,7 @@ class ClusterSet:
             raise
 
     def stop(self) -> None:
-        _reap([p for c in self for p in c.processes], timeout=10.0)
+        _reap([p for c in self for p in c.processes], timeout=3.0)
         for c in self:
             c.stop()
 

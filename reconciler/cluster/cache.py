@@ -1,0 +1,348 @@
+"""The live state of one cluster, kept current by list+watch, read without API calls.
+
+Every reconcile compares desired state with live state; asking the API server
+for each object every time would be slow and load the cluster. Like client-go
+informers (and Argo CD's cluster cache), this lists each tracked kind once,
+then follows its watch: resourceVersion kept, bookmarks requested, a fresh
+list when the version is too old (410 Gone), reconnection with capped,
+jittered exponential backoff when the cluster is unreachable.
+
+One LiveCache per cluster, one thread per tracked kind: a slow or unreachable
+cluster stalls only its own threads. Kinds the cluster does not serve yet are
+reported and watched for: a CRD watch triggers a discovery refresh, and their
+objects are picked up when the CRD appears.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from reconciler.cluster.client import ClusterClient, WatchStream
+from reconciler.cluster.errors import ClusterError, Gone, NotSynced, UnknownKind
+from reconciler.model import GroupKind, ObjectRef
+
+CRD = GroupKind("apiextensions.k8s.io", "CustomResourceDefinition")
+# client-go's choice: spread server-side watch timeouts so watches do not restart together.
+WATCH_TIMEOUT_RANGE = (300, 600)
+# A watch that ends this fast with no event is treated as a failure, never as a hot loop.
+MIN_HEALTHY_WATCH = 1.0
+
+OnChange = Callable[[ObjectRef, str], None]
+log = structlog.get_logger(__name__)
+
+
+class Backoff:
+    """Capped exponential delays with jitter; `reset()` after a success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2.0**self._attempt)
+        self._attempt += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters for metrics: watches re-established after an error, and lists after the first."""
+
+    watch_restarts: int
+    relists: int
+
+
+@dataclass
+class _KindState:
+    listed: bool = False
+    unknown: bool = False
+    error: str | None = None
+
+
+class LiveCache:
+    """List+watch mirror of the kinds asked for, on one cluster.
+
+    Objects are the raw dicts the API returned, managedFields included (the
+    diff needs them); they are shared, so callers must not modify them.
+    `on_change(ref, event_type)` is called from watch threads for each change
+    after the initial list (ADDED, MODIFIED, DELETED; a relist reports what
+    changed while the watch was down); it must be quick and thread-safe, e.g.
+    put the ref on a queue. CRDs are always tracked, to notice kinds appearing,
+    so the identity needs list and watch on them as on every tracked kind.
+    """
+
+    def __init__(
+        self,
+        client: ClusterClient,
+        on_change: OnChange | None = None,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.client = client
+        self._on_change = on_change
+        self.max_backoff = max_backoff
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopped = threading.Event()
+        self._objects: dict[GroupKind, dict[ObjectRef, dict[str, Any]]] = {}
+        self._states: dict[GroupKind, _KindState] = {}
+        self._watchers: dict[GroupKind, _KindWatcher] = {}
+        self._discovery_generation = 0
+        self._watch_restarts = 0
+        self._relists = 0
+        self.track([CRD])
+
+    # -- control -------------------------------------------------------------------
+
+    def track(self, kinds: Iterable[GroupKind]) -> None:
+        """Start following each kind not followed yet; following never stops before `stop()`."""
+        with self._lock:
+            if self._stopped.is_set():
+                raise ClusterError(self.client.name, "the live cache is stopped")
+            for gk in kinds:
+                if gk in self._watchers:
+                    continue
+                self._states[gk] = _KindState()
+                self._objects[gk] = {}
+                self._watchers[gk] = _KindWatcher(self, gk)
+                self._watchers[gk].start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        with self._lock:
+            watchers = list(self._watchers.values())
+            self._changed.notify_all()
+        for watcher in watchers:
+            watcher.interrupt()
+        deadline = time.monotonic() + timeout
+        for watcher in watchers:
+            watcher.join(max(0.0, deadline - time.monotonic()))
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        """Every tracked kind has been listed, or is known not to be served."""
+        with self._lock:
+            return self._synced_locked()
+
+    def wait_synced(self, timeout: float) -> bool:
+        """False on timeout; `errors()` then says which kinds cannot be listed."""
+        with self._lock:
+            return self._changed.wait_for(self._synced_locked, timeout)
+
+    def unknown_kinds(self) -> set[GroupKind]:
+        """Tracked kinds the cluster does not serve (CRD not installed)."""
+        with self._lock:
+            return {gk for gk, state in self._states.items() if state.unknown}
+
+    def errors(self) -> dict[GroupKind, str]:
+        """The last error of each kind that is not being followed right now."""
+        with self._lock:
+            return {gk: s.error for gk, s in self._states.items() if s.error is not None}
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._watch_restarts, self._relists)
+
+    def get(self, ref: ObjectRef) -> Mapping[str, Any] | None:
+        """The live object, or None if it does not exist; raises NotSynced for a kind
+        not listed yet, so "not known yet" is never mistaken for "absent"."""
+        gk = GroupKind(ref.group, ref.kind)
+        with self._lock:
+            self._require_listed(gk)
+            return self._objects[gk].get(ref)
+
+    def objects(self, group: str, kind: str) -> list[Mapping[str, Any]]:
+        gk = GroupKind(group, kind)
+        with self._lock:
+            self._require_listed(gk)
+            return list(self._objects[gk].values())
+
+    def _synced_locked(self) -> bool:
+        return all(s.listed or s.unknown for s in self._states.values())
+
+    def _require_listed(self, gk: GroupKind) -> None:
+        state = self._states.get(gk)
+        if state is None:
+            raise NotSynced(self.client.name, f"{gk} is not tracked by the live cache")
+        if not (state.listed or state.unknown):
+            raise NotSynced(self.client.name, f"{gk} has not been listed yet")
+
+    # -- updates from watchers -------------------------------------------------------
+
+    def _replace(self, gk: GroupKind, items: list[dict[str, Any]], relist: bool) -> None:
+        """Install a fresh list; on a relist, report what changed since the last state."""
+        fresh = {_ref(gk, item): item for item in items}
+        with self._lock:
+            old = self._objects[gk]
+            self._objects[gk] = fresh
+            state = self._states[gk]
+            state.listed, state.unknown, state.error = True, False, None
+            if relist:
+                self._relists += 1
+            self._changed.notify_all()
+        if not relist:
+            return
+        for ref, obj in fresh.items():
+            before = old.get(ref)
+            if before is None:
+                self._notify(ref, "ADDED")
+            elif _version(before) != _version(obj):
+                self._notify(ref, "MODIFIED")
+        for ref in old.keys() - fresh.keys():
+            self._notify(ref, "DELETED")
+        if gk == CRD:
+            self._discovery_changed()
+
+    def _apply_event(self, gk: GroupKind, event_type: str, obj: dict[str, Any]) -> None:
+        ref = _ref(gk, obj)
+        with self._lock:
+            if event_type == "DELETED":
+                self._objects[gk].pop(ref, None)
+            else:
+                self._objects[gk][ref] = obj
+        self._notify(ref, event_type)
+        if gk == CRD:
+            self._discovery_changed()
+
+    def _mark_unknown(self, gk: GroupKind) -> None:
+        with self._lock:
+            gone = list(self._objects[gk])
+            self._objects[gk] = {}
+            state = self._states[gk]
+            state.unknown, state.listed, state.error = True, False, None
+            self._changed.notify_all()
+        for ref in gone:
+            self._notify(ref, "DELETED")
+
+    def _mark_watching(self, gk: GroupKind) -> None:
+        with self._lock:
+            self._states[gk].error = None
+
+    def _mark_error(self, gk: GroupKind, error: ClusterError) -> None:
+        with self._lock:
+            self._states[gk].error = str(error)
+            self._watch_restarts += 1
+
+    def _discovery_changed(self) -> None:
+        with self._lock:
+            self._discovery_generation += 1
+            self._changed.notify_all()
+
+    def _wait_for_discovery(self, generation: int, timeout: float) -> int:
+        """Sleep until a CRD changes, the timeout passes or the cache stops."""
+        with self._lock:
+            self._changed.wait_for(
+                lambda: self._discovery_generation != generation or self._stopped.is_set(),
+                timeout,
+            )
+            return self._discovery_generation
+
+    def _notify(self, ref: ObjectRef, event_type: str) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(ref, event_type)
+        except Exception:
+            # A failing subscriber must not stop the watch that feeds every other reader.
+            log.exception(
+                "live cache change callback failed", cluster=self.client.name, ref=str(ref)
+            )
+
+
+class _KindWatcher(threading.Thread):
+    """Follows one kind: list, watch from the list's version, repeat as needed."""
+
+    def __init__(self, cache: LiveCache, gk: GroupKind) -> None:
+        super().__init__(name=f"watch {cache.client.name} {gk}", daemon=True)
+        self._cache = cache
+        self._gk = gk
+        self._stream: WatchStream | None = None
+        self._stream_lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        with self._stream_lock:
+            if self._stream is not None:
+                self._stream.close()
+
+    def run(self) -> None:
+        cache, gk = self._cache, self._gk
+        backoff = Backoff(cap=cache.max_backoff)
+        resource_version: str | None = None
+        listed_once = False
+        generation = cache._discovery_generation
+        while not cache._stopped.is_set():
+            try:
+                if resource_version is None:
+                    listing = cache.client.list(gk.group, gk.kind)
+                    cache._replace(gk, listing.items, relist=listed_once)
+                    listed_once = True
+                    resource_version = listing.resource_version
+                    backoff.reset()
+                resource_version = self._follow(resource_version, backoff)
+            except Gone:
+                resource_version = None
+            except UnknownKind:
+                resource_version = None
+                # Whatever is listed once the kind is served is news to subscribers.
+                listed_once = True
+                cache._mark_unknown(gk)
+                seen = cache._wait_for_discovery(generation, backoff.next())
+                if seen != generation:
+                    # A CRD changed: look again soon, as discovery may lag the CRD a little.
+                    generation = seen
+                    backoff.reset()
+            except ClusterError as exc:
+                if cache._stopped.is_set():
+                    break
+                cache._mark_error(gk, exc)
+                log.warning("watch failed", cluster=cache.client.name, kind=str(gk), error=str(exc))
+                cache._stopped.wait(backoff.next())
+
+    def _follow(self, resource_version: str, backoff: Backoff) -> str:
+        """Watch until the stream ends; returns the last resourceVersion seen."""
+        cache, gk = self._cache, self._gk
+        stream = cache.client.watch(
+            gk.group, gk.kind, resource_version, random.randint(*WATCH_TIMEOUT_RANGE)
+        )
+        with self._stream_lock:
+            self._stream = stream
+        if cache._stopped.is_set():
+            stream.close()
+        cache._mark_watching(gk)
+        started, events = time.monotonic(), 0
+        try:
+            for event in stream:
+                events += 1
+                version = _version(event.object)
+                if version:
+                    resource_version = version
+                if event.type != "BOOKMARK":
+                    cache._apply_event(gk, event.type, event.object)
+                backoff.reset()
+        finally:
+            with self._stream_lock:
+                self._stream = None
+        if not events and time.monotonic() - started < MIN_HEALTHY_WATCH:
+            cache._stopped.wait(backoff.next())
+        return resource_version
+
+
+def _ref(gk: GroupKind, obj: Mapping[str, Any]) -> ObjectRef:
+    metadata = obj.get("metadata") or {}
+    return ObjectRef(gk.group, gk.kind, metadata.get("namespace") or "", metadata.get("name", ""))
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -1,0 +1,378 @@
+"""The daemon's memory: SQLite (WAL) under state_dir.
+
+It holds what must survive a restart or be read by another process: runs,
+current drift and its history, the inventory of what the reconciler applied,
+per-app state, pinned cluster identities and the heartbeat `reconciler status`
+reads while the daemon runs (or after it died). Everything written here has
+already been redacted by the diff stage; the store never sees a Secret value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ReconcilerError
+from reconciler.model import Drift, ObjectRef
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+    cluster TEXT PRIMARY KEY, uid TEXT NOT NULL, pinned_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repos (
+    name TEXT PRIMARY KEY, commit_sha TEXT, fetched_at TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, cluster TEXT NOT NULL, started_at TEXT NOT NULL,
+    duration_s REAL NOT NULL, result TEXT NOT NULL, counts TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_cluster ON runs (cluster, id);
+CREATE TABLE IF NOT EXISTS apps (
+    cluster TEXT NOT NULL, app TEXT NOT NULL, sync TEXT NOT NULL, health TEXT,
+    drift INTEGER NOT NULL, error TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY (cluster, app));
+CREATE TABLE IF NOT EXISTS drift (
+    cluster TEXT NOT NULL, app TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL,
+    namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, changes TEXT NOT NULL,
+    first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+    PRIMARY KEY (cluster, grp, kind, namespace, name));
+CREATE TABLE IF NOT EXISTS drift_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, cluster TEXT NOT NULL,
+    app TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
+    name TEXT NOT NULL, type TEXT NOT NULL, changes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inventory (
+    cluster TEXT NOT NULL, app TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL,
+    namespace TEXT NOT NULL, name TEXT NOT NULL, api_version TEXT NOT NULL,
+    PRIMARY KEY (cluster, grp, kind, namespace, name));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, cluster TEXT NOT NULL,
+    app TEXT NOT NULL, object TEXT NOT NULL, result TEXT NOT NULL, message TEXT NOT NULL);
+"""
+
+
+class StoreError(ReconcilerError):
+    """The state store cannot be opened or read."""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    app: str
+    ref: ObjectRef
+    api_version: str
+
+
+@dataclass(frozen=True)
+class DriftRecord:
+    app: str
+    ref: ObjectRef
+    type: str
+    changes: list[dict[str, Any]]
+    first_seen: str
+    last_seen: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    cluster: str
+    started_at: str
+    duration_s: float
+    result: str
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    cluster: str
+    app: str
+    sync: str
+    health: str | None
+    drift: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    pid: int
+    started_at: str
+    at: str
+
+
+def _ref(row: sqlite3.Row) -> ObjectRef:
+    return ObjectRef(row["grp"], row["kind"], row["namespace"], row["name"])
+
+
+class Store:
+    """One SQLite database; safe to share between the daemon's per-cluster workers."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if readonly:
+                self._db = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+                self._db.commit()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"state store {path}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                with self._db:
+                    yield self._db
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from None
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from None
+
+    # -- heartbeat ------------------------------------------------------------
+
+    def beat(self, started_at: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO heartbeat VALUES (1, ?, ?, ?)",
+                (os.getpid(), started_at, now()),
+            )
+
+    def heartbeat(self) -> Heartbeat | None:
+        rows = self._query("SELECT pid, started_at, at FROM heartbeat")
+        return Heartbeat(rows[0]["pid"], rows[0]["started_at"], rows[0]["at"]) if rows else None
+
+    # -- cluster identity -----------------------------------------------------
+
+    def pinned_identity(self, cluster: str) -> str | None:
+        rows = self._query("SELECT uid FROM identities WHERE cluster = ?", (cluster,))
+        return str(rows[0]["uid"]) if rows else None
+
+    def pin_identity(self, cluster: str, uid: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO identities VALUES (?, ?, ?)", (cluster, uid, now()))
+
+    # -- repositories ---------------------------------------------------------
+
+    def record_repo(self, name: str, commit: str | None, error: str | None) -> None:
+        with self._tx() as db:
+            if commit is None:
+                # A failed fetch keeps the last good commit on record beside the error.
+                db.execute(
+                    "INSERT INTO repos (name, error) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET error = excluded.error",
+                    (name, error),
+                )
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO repos VALUES (?, ?, ?, ?)", (name, commit, now(), error)
+                )
+
+    def repos(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r["name"],
+                "commit": r["commit_sha"],
+                "fetched_at": r["fetched_at"],
+                "error": r["error"],
+            }
+            for r in self._query("SELECT * FROM repos ORDER BY name")
+        ]
+
+    # -- runs -----------------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO runs (cluster, started_at, duration_s, result, counts) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run.cluster, run.started_at, run.duration_s, run.result, json.dumps(run.counts)),
+            )
+
+    def last_run(self, cluster: str) -> RunRecord | None:
+        rows = self._query(
+            "SELECT * FROM runs WHERE cluster = ? ORDER BY id DESC LIMIT 1", (cluster,)
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return RunRecord(
+            r["cluster"], r["started_at"], r["duration_s"], r["result"], json.loads(r["counts"])
+        )
+
+    # -- per-app state --------------------------------------------------------
+
+    def replace_apps(self, cluster: str, apps: Iterable[AppRecord]) -> None:
+        at = now()
+        with self._tx() as db:
+            db.execute("DELETE FROM apps WHERE cluster = ?", (cluster,))
+            db.executemany(
+                "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(a.cluster, a.app, a.sync, a.health, a.drift, a.error, at) for a in apps],
+            )
+
+    def apps(self, cluster: str) -> list[AppRecord]:
+        return [
+            AppRecord(r["cluster"], r["app"], r["sync"], r["health"], r["drift"], r["error"])
+            for r in self._query("SELECT * FROM apps WHERE cluster = ? ORDER BY app", (cluster,))
+        ]
+
+    # -- drift ----------------------------------------------------------------
+
+    def replace_drift(self, cluster: str, drifts: Iterable[tuple[str, Drift]]) -> None:
+        """Make `drifts` (app, drift) the cluster's current drift.
+
+        History gets a row only when an object's drift appears, changes or is
+        resolved, so a steady state adds nothing however often it is reconciled."""
+        at = now()
+        before = {d.ref: d for d in self.drift(cluster)}
+        rows, history = [], []
+        for app, drift in drifts:
+            changes = [
+                {"path": c.path, "desired": c.desired, "live": c.live} for c in drift.changes
+            ]
+            encoded = json.dumps(changes, default=str, sort_keys=True)
+            previous = before.pop(drift.ref, None)
+            rows.append(
+                (
+                    cluster,
+                    app,
+                    *_key(drift.ref),
+                    drift.type.value,
+                    encoded,
+                    previous.first_seen if previous else at,
+                    at,
+                )
+            )
+            if previous is None or (previous.type, previous.changes) != (
+                drift.type.value,
+                json.loads(encoded),
+            ):
+                history.append((at, cluster, app, *_key(drift.ref), drift.type.value, encoded))
+        history.extend(
+            (at, cluster, gone.app, *_key(ref), "resolved", "[]") for ref, gone in before.items()
+        )
+        with self._tx() as db:
+            db.execute("DELETE FROM drift WHERE cluster = ?", (cluster,))
+            db.executemany("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO drift_history (at, cluster, app, grp, kind, namespace, name, type, "
+                "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                history,
+            )
+
+    def drift_history(self, cluster: str) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT at, app, grp, kind, namespace, name, type, changes FROM drift_history "
+                "WHERE cluster = ? ORDER BY id",
+                (cluster,),
+            )
+        ]
+
+    def drift(self, cluster: str) -> list[DriftRecord]:
+        return [
+            DriftRecord(
+                r["app"],
+                _ref(r),
+                r["type"],
+                json.loads(r["changes"]),
+                r["first_seen"],
+                r["last_seen"],
+            )
+            for r in self._query(
+                "SELECT * FROM drift WHERE cluster = ? ORDER BY app, grp, kind, namespace, name",
+                (cluster,),
+            )
+        ]
+
+    # -- inventory ------------------------------------------------------------
+
+    def inventory(self, cluster: str) -> list[InventoryItem]:
+        return [
+            InventoryItem(r["app"], _ref(r), r["api_version"])
+            for r in self._query(
+                "SELECT * FROM inventory WHERE cluster = ? "
+                "ORDER BY app, grp, kind, namespace, name",
+                (cluster,),
+            )
+        ]
+
+    def replace_inventory(self, cluster: str, items: Iterable[InventoryItem]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM inventory WHERE cluster = ?", (cluster,))
+            db.executemany(
+                "INSERT OR REPLACE INTO inventory VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(cluster, i.app, *_key(i.ref), i.api_version) for i in items],
+            )
+
+    # -- events and retention -------------------------------------------------
+
+    def record_events(self, cluster: str, events: Iterable[tuple[str, str, str, str]]) -> None:
+        """(app, object, result, message) per action, in the result vocabulary."""
+        at = now()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO events (at, cluster, app, object, result, message) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(at, cluster, *e) for e in events],
+            )
+
+    def events(self, cluster: str, limit: int = 100) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT at, app, object, result, message FROM events WHERE cluster = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (cluster, limit),
+            )
+        ]
+
+    def drop_history(self, older_than: datetime.timedelta) -> None:
+        """Retention: history, events and runs older than `older_than` are deleted."""
+        cutoff = (datetime.datetime.now(datetime.UTC) - older_than).isoformat(timespec="seconds")
+        cutoff = cutoff.replace("+00:00", "Z")
+        with self._tx() as db:
+            for table, column in (
+                ("drift_history", "at"),
+                ("events", "at"),
+                ("runs", "started_at"),
+            ):
+                db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+
+
+def _key(ref: ObjectRef) -> tuple[str, str, str, str]:
+    return (ref.group, ref.kind, ref.namespace, ref.name)
