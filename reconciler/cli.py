@@ -11,16 +11,21 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from reconciler.catalogue import build_catalogue
 from reconciler.config import Config, load_config
 from reconciler.desired import build_desired, open_sources, tools_for
+from reconciler.diff import drift_to_json, render_text
 from reconciler.diff.redact import redact
 from reconciler.documents import dump_yaml
-from reconciler.errors import ConfigError
-from reconciler.model import Manifest
+from reconciler.engine import Report
+from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.model import Manifest, Result
+from reconciler.session import Session, apps_by_cluster, open_session, policies_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DEFAULT_CONFIG = "/etc/reconciler/config.toml"
@@ -55,6 +60,31 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch the tracked refs first (default: last fetched commit)",
     )
+    check.add_argument(
+        "--repin",
+        metavar="CLUSTER",
+        help="accept CLUSTER's current identity (after a deliberate rebuild or move)",
+    )
+
+    diff = sub.add_parser(
+        "diff",
+        help="show drift between git and the live clusters (writes nothing)",
+        description="Exit 0: no drift; 1: drift; 2: errors. Secret values are never shown.",
+    )
+    with_config(diff)
+    diff.add_argument("--cluster", help="only this cluster")
+    diff.add_argument("--app", help="only this app")
+    diff.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+    sync = sub.add_parser(
+        "sync",
+        help="reconcile apply-mode clusters once: apply, then prune",
+        description="Exit 0: converged; 1: some objects failed; 2: errors that stopped it.",
+    )
+    with_config(sync)
+    sync.add_argument("--cluster", help="only this cluster (must be in apply mode)")
+    sync.add_argument("--app", help="only this app")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     return parser
 
 
@@ -62,26 +92,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        policies_for(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
-    if args.command == "check":
-        print(
-            f"{config.file}: ok ({len(config.repos)} repos, {len(config.clusters)} clusters, "
-            f"{len(config.apps)} declared apps)"
-        )
+    cluster = getattr(args, "cluster", None)
+    if cluster and config.cluster(cluster) is None:
+        names = ", ".join(c.name for c in config.clusters)
+        print(f"unknown cluster {cluster!r} (configured: {names})", file=sys.stderr)
+        return EXIT_INVALID
+    command: Callable[[Config, argparse.Namespace], int] = {
+        "check": _check,
+        "render": _render,
+        "diff": _diff,
+        "sync": _sync,
+    }[args.command]
+    try:
+        return command(config, args)
+    except ReconcilerError as exc:
+        # Expected failures (unreadable state store, unusable cluster) end with a message.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _check(config: Config, args: argparse.Namespace) -> int:
+    if args.repin:
+        return _repin(config, args.repin)
+    print(
+        f"{config.file}: ok ({len(config.repos)} repos, {len(config.clusters)} clusters, "
+        f"{len(config.apps)} declared apps)"
+    )
+    return EXIT_OK
+
+
+def _repin(config: Config, cluster: str) -> int:
+    if config.cluster(cluster) is None:
+        print(f"unknown cluster {cluster!r}", file=sys.stderr)
+        return EXIT_INVALID
+    session = open_session(config, {cluster})
+    try:
+        if cluster in session.broken:
+            print(session.broken[cluster], file=sys.stderr)
+            return EXIT_INVALID
+        engine = session.engines[cluster]
+        identity = engine.client.identity()
+        previous = session.store.pinned_identity(cluster)
+        session.store.pin_identity(cluster, identity)
+        print(f"cluster {cluster}: identity {identity} pinned (was {previous or 'unpinned'})")
         return EXIT_OK
-    return _render(config, args)
+    finally:
+        session.close()
 
 
 def _render(config: Config, args: argparse.Namespace) -> int:
-    if args.cluster and config.cluster(args.cluster) is None:
-        names = ", ".join(c.name for c in config.clusters)
-        print(f"unknown cluster {args.cluster!r} (configured: {names})", file=sys.stderr)
-        return EXIT_INVALID
     sources = open_sources(config, fetch=args.fetch)
-    for line in (*sources.notes, *sources.problems):
+    for line in (*sources.notes, *sources.problems.values()):
         print(line, file=sys.stderr)
 
     clusters = {args.cluster} if args.cluster else None
@@ -131,6 +197,125 @@ def _format(selected: list[tuple[str, Manifest]], output: str) -> str:
         ]
         return json.dumps(rows, indent=2) + "\n"
     return dump_yaml([redact(m.obj) for _, m in selected]) if selected else ""
+
+
+def _selected(config: Config, args: argparse.Namespace) -> list[str]:
+    return [c.name for c in config.clusters if args.cluster in (None, c.name)]
+
+
+def _diff(config: Config, args: argparse.Namespace) -> int:
+    session = open_session(config, _selected(config, args))
+    try:
+        desired = session.render(list(session.engines))
+        apps = apps_by_cluster(desired)
+        failed = _print_errors(session, desired.errors, args.app)
+        drifted = False
+        rows: list[dict[str, Any]] = []
+        colour = args.output == "text" and sys.stdout.isatty()
+        for name, engine in session.engines.items():
+            report = engine.drift(desired.clusters[name], apps.get(name, []), args.app)
+            failed |= _print_errors(session, report.errors, args.app)
+            drifted |= bool(report.drifts)
+            for app, drift in report.drifts:
+                if args.output == "json":
+                    rows.append(drift_to_json(drift, cluster=name, app=app))
+                else:
+                    sys.stdout.write(render_text(drift, cluster=name, app=app, colour=colour))
+            for violation in report.violations:
+                if violation.app in (None, args.app) or args.app is None:
+                    print(f"policy violation: {violation}", file=sys.stderr)
+            for line in _argocd_comparison(report, args.app):
+                print(line, file=sys.stderr)
+        if args.output == "json":
+            print(json.dumps(rows, indent=2, default=str))
+        if failed:
+            return EXIT_INVALID
+        return EXIT_FAILED if drifted else EXIT_OK
+    finally:
+        session.close()
+
+
+def _argocd_comparison(report: Report, only_app: str | None) -> list[str]:
+    """Argo CD's own view of each Application beside the reconciler's, and where they part."""
+    drift_by_app = Counter(app for app, _ in report.drifts)
+    lines = []
+    for app, argo in sorted(report.argocd.items()):
+        if only_app not in (None, app):
+            continue
+        ours = "OutOfSync" if drift_by_app[app] else "Synced"
+        verdict = "" if argo.sync in (None, ours) else "  <- they disagree"
+        lines.append(
+            f"{report.cluster}/{app}: reconciler {ours} ({drift_by_app[app]} drifted), "
+            f"Argo CD {argo.sync or 'unknown'}/{argo.health or 'unknown'}{verdict}"
+        )
+    return lines
+
+
+def _sync(config: Config, args: argparse.Namespace) -> int:
+    policies = policies_for(config)
+    report_only = [
+        c.name
+        for c in config.clusters
+        if args.cluster in (None, c.name) and (c.mode == "report" or policies.forced_report_mode(c))
+    ]
+    if args.cluster and report_only:
+        print(
+            f"cluster {args.cluster} is report-only (Argo CD owns its sync): "
+            "the reconciler never writes to it; use `reconciler diff`",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    targets = [name for name in _selected(config, args) if name not in report_only]
+    session = open_session(config, targets)
+    try:
+        desired = session.render(list(session.engines))
+        apps = apps_by_cluster(desired)
+        stopped = _print_errors(session, desired.errors, args.app)
+        failed = False
+        for name, engine in session.engines.items():
+            engine.pin_identity()
+            report = engine.reconcile(
+                desired.clusters[name],
+                apps.get(name, []),
+                dry_run=args.dry_run,
+                only_app=args.app,
+            )
+            stopped |= _print_errors(session, report.errors, args.app)
+            for o in report.outcomes:
+                if o.result is not Result.UNCHANGED:
+                    reason = f" ({o.message})" if o.message else ""
+                    print(f"{name}/{o.app} {o.ref}: {o.result.value}{reason}")
+            counts = ", ".join(
+                f"{n} {r.value}"
+                for r, n in sorted(report.counts.items(), key=lambda item: item[0].value)
+            )
+            print(
+                f"{name}: {report.result} in {report.duration_s:.1f}s ({counts or 'nothing to do'})"
+            )
+            for app, notes in sorted(report.notes.items()):
+                for note in notes:
+                    print(f"{name}/{app}: {note}", file=sys.stderr)
+            failed |= bool(report.counts[Result.FAILED])
+        if stopped:
+            return EXIT_INVALID
+        return EXIT_FAILED if failed else EXIT_OK
+    finally:
+        session.close()
+
+
+def _print_errors(session: Session, errors: Iterable[object], only_app: str | None) -> bool:
+    """Print per-app errors (and clusters that could not be set up); True if any."""
+    shown = False
+    for name, problem in session.broken.items():
+        print(f"cluster {name}: {problem}", file=sys.stderr)
+        shown = True
+    session.broken.clear()
+    for error in errors:
+        app = getattr(error, "app", None)
+        if only_app is None or app in (only_app, "", None):
+            print(error, file=sys.stderr)
+            shown = True
+    return shown
 
 
 if __name__ == "__main__":

@@ -69,6 +69,26 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    """How the daemon runs: where its policies are, how often it looks, what it keeps."""
+
+    policies: Path | None = None  # None: the policies shipped with the reconciler
+    metrics_address: str | None = "127.0.0.1:9108"
+    resync_interval_s: float = 300.0
+    fetch_interval_s: float = 60.0
+    debounce_s: float = 1.0
+    retention_days: float = 14.0
+    max_prune_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    level: str = "info"
+    ship_url: str | None = None  # VictoriaLogs base URL on the monitoring cluster
+    ship_ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     state_dir: Path
@@ -76,6 +96,8 @@ class Config:
     repos: tuple[RepoConfig, ...]
     clusters: tuple[ClusterConfig, ...]
     apps: tuple[AppConfig, ...]
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
 
     def cluster(self, name: str) -> ClusterConfig | None:
         return next((c for c in self.clusters if c.name == name), None)
@@ -226,9 +248,10 @@ def load_config(file: Path) -> Config:
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     r = _Reader(file)
-    r.check_keys(data, "(top level)", {"daemon", "render", "repos", "clusters", "apps"})
+    r.check_keys(data, "(top level)", {"daemon", "render", "repos", "clusters", "apps", "logs"})
 
-    daemon = r.table(data, "daemon", {"state_dir"})
+    daemon_keys = {"state_dir", *DaemonConfig.__dataclass_fields__}
+    daemon = r.table(data, "daemon", daemon_keys)
     state_dir = r.get(daemon, "daemon", "state_dir", _str, "a directory path", DEFAULT_STATE_DIR)
 
     render = _render(r, data)
@@ -245,7 +268,58 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         repos=tuple(repos),
         clusters=tuple(clusters),
         apps=tuple(apps),
+        daemon=_daemon(r, daemon),
+        logs=_logs(r, data),
     )
+
+
+def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
+    d = DaemonConfig()
+    policies = r.get(t, "daemon", "policies", _str, "a directory of policy files")
+    address = r.get(t, "daemon", "metrics_address", _address, '"host:port", or "" for none', "")
+
+    def seconds(key: str, default: float) -> float:
+        return r.get(t, "daemon", key, _positive_number, "a number of seconds > 0") or default
+
+    share = r.get(t, "daemon", "max_prune_share", _share, "a number from 0 to 1")
+    retention = r.get(t, "daemon", "retention_days", _positive_number, "a number of days > 0")
+    return DaemonConfig(
+        policies=r.path(policies) if policies else None,
+        metrics_address=(address or None) if "metrics_address" in t else d.metrics_address,
+        resync_interval_s=seconds("resync_interval_s", d.resync_interval_s),
+        fetch_interval_s=seconds("fetch_interval_s", d.fetch_interval_s),
+        debounce_s=seconds("debounce_s", d.debounce_s),
+        retention_days=retention or d.retention_days,
+        max_prune_share=d.max_prune_share if share is None else share,
+    )
+
+
+def _logs(r: _Reader, data: Mapping[str, Any]) -> LogsConfig:
+    t = r.table(data, "logs", set(LogsConfig.__dataclass_fields__))
+    level = r.get(t, "logs", "level", _level, '"debug", "info", "warning" or "error"', "info")
+    url = r.get(t, "logs", "ship_url", _server, "an http(s) URL of VictoriaLogs")
+    ca_file = r.get(t, "logs", "ship_ca_file", _str, "a CA certificate file")
+    return LogsConfig(
+        level=level or "info",
+        ship_url=url.rstrip("/") if url else None,
+        ship_ca_file=r.path(ca_file) if ca_file else None,
+    )
+
+
+def _address(value: Any) -> str | None:
+    if value == "":
+        return ""
+    ok = isinstance(value, str) and re.match(r"^[^\s:]+:\d{1,5}$", value) is not None
+    return value if ok else None
+
+
+def _share(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    return float(value) if ok else None
+
+
+def _level(value: Any) -> str | None:
+    return value if value in ("debug", "info", "warning", "error") else None
 
 
 def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:

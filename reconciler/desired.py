@@ -95,7 +95,7 @@ class RepoTrees:
 
     trees: Mapping[str, Tree]
     urls: Mapping[str, str]  # repo name -> URL Applications use for it
-    problems: tuple[str, ...]
+    problems: Mapping[str, str]  # repo name -> why it cannot be read
     notes: tuple[str, ...]
 
 
@@ -104,7 +104,7 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
     be read is a problem for the apps that need it, not for the others."""
     trees: dict[str, Tree] = {}
     urls: dict[str, str] = {}
-    problems: list[str] = []
+    problems: dict[str, str] = {}
     notes: list[str] = []
     for repo in config.repos:
         source = GitSource(repo, config.state_dir)
@@ -119,8 +119,8 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
         except ReconcilerError as exc:
             if repo.url:
                 urls[repo.name] = repo.url
-            problems.append(str(exc))
-    return RepoTrees(trees, urls, tuple(problems), tuple(notes))
+            problems[repo.name] = str(exc)
+    return RepoTrees(trees, urls, problems, tuple(notes))
 
 
 def tools_for(config: Config) -> Tools:

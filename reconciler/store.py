@@ -10,11 +10,14 @@ already been redacted by the diff stage; the store never sees a Secret value.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,10 @@ CREATE TABLE IF NOT EXISTS drift_history (
 CREATE TABLE IF NOT EXISTS inventory (
     cluster TEXT NOT NULL, app TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL,
     namespace TEXT NOT NULL, name TEXT NOT NULL, api_version TEXT NOT NULL,
+    PRIMARY KEY (cluster, grp, kind, namespace, name));
+CREATE TABLE IF NOT EXISTS in_sync (
+    cluster TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
+    name TEXT NOT NULL, verdict TEXT NOT NULL,
     PRIMARY KEY (cluster, grp, kind, namespace, name));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, cluster TEXT NOT NULL,
@@ -234,10 +241,12 @@ class Store:
 
     # -- per-app state --------------------------------------------------------
 
-    def replace_apps(self, cluster: str, apps: Iterable[AppRecord]) -> None:
+    def replace_apps(
+        self, cluster: str, apps: Iterable[AppRecord], scope: Collection[str] | None = None
+    ) -> None:
         at = now()
         with self._tx() as db:
-            db.execute("DELETE FROM apps WHERE cluster = ?", (cluster,))
+            _clear(db, "apps", cluster, scope)
             db.executemany(
                 "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(a.cluster, a.app, a.sync, a.health, a.drift, a.error, at) for a in apps],
@@ -251,13 +260,19 @@ class Store:
 
     # -- drift ----------------------------------------------------------------
 
-    def replace_drift(self, cluster: str, drifts: Iterable[tuple[str, Drift]]) -> None:
-        """Make `drifts` (app, drift) the cluster's current drift.
+    def replace_drift(
+        self,
+        cluster: str,
+        drifts: Iterable[tuple[str, Drift]],
+        scope: Collection[str] | None = None,
+    ) -> None:
+        """Make `drifts` (app, drift) the current drift of `cluster` (of its apps in
+        `scope` only, when given).
 
         History gets a row only when an object's drift appears, changes or is
         resolved, so a steady state adds nothing however often it is reconciled."""
         at = now()
-        before = {d.ref: d for d in self.drift(cluster)}
+        before = {d.ref: d for d in self.drift(cluster) if scope is None or d.app in scope}
         rows, history = [], []
         for app, drift in drifts:
             changes = [
@@ -285,7 +300,7 @@ class Store:
             (at, cluster, gone.app, *_key(ref), "resolved", "[]") for ref, gone in before.items()
         )
         with self._tx() as db:
-            db.execute("DELETE FROM drift WHERE cluster = ?", (cluster,))
+            _clear(db, "drift", cluster, scope)
             db.executemany("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany(
                 "INSERT INTO drift_history (at, cluster, app, grp, kind, namespace, name, type, "
@@ -331,12 +346,52 @@ class Store:
             )
         ]
 
-    def replace_inventory(self, cluster: str, items: Iterable[InventoryItem]) -> None:
+    def replace_inventory(
+        self, cluster: str, items: Iterable[InventoryItem], scope: Collection[str] | None = None
+    ) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM inventory WHERE cluster = ?", (cluster,))
+            _clear(db, "inventory", cluster, scope)
             db.executemany(
                 "INSERT OR REPLACE INTO inventory VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(cluster, i.app, *_key(i.ref), i.api_version) for i in items],
+            )
+
+    # -- in-sync verdicts ------------------------------------------------------
+
+    def verdict(self, *parts: str) -> str:
+        """A keyed digest of what a verdict depends on (desired object, live
+        resourceVersion, ignore rules). Keyed so that the digest of a desired
+        Secret cannot be tested against guesses of its value."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'verdict_key'")
+        if rows:
+            key = bytes.fromhex(rows[0]["value"])
+        else:
+            key = secrets.token_bytes(32)
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('verdict_key', ?)", (key.hex(),))
+            key = bytes.fromhex(
+                self._query("SELECT value FROM meta WHERE key = 'verdict_key'")[0]["value"]
+            )
+        digest = hmac.new(key, digestmod=hashlib.sha256)
+        for part in parts:
+            digest.update(part.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    def in_sync(self, cluster: str, ref: ObjectRef, verdict: str) -> bool:
+        """Whether `ref` was found in sync under exactly this verdict digest."""
+        rows = self._query(
+            "SELECT 1 FROM in_sync WHERE cluster = ? AND grp = ? AND kind = ? AND namespace = ? "
+            "AND name = ? AND verdict = ?",
+            (cluster, *_key(ref), verdict),
+        )
+        return bool(rows)
+
+    def remember_in_sync(self, cluster: str, verdicts: Iterable[tuple[ObjectRef, str]]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO in_sync VALUES (?, ?, ?, ?, ?, ?)",
+                [(cluster, *_key(ref), verdict) for ref, verdict in verdicts],
             )
 
     # -- events and retention -------------------------------------------------
@@ -372,6 +427,16 @@ class Store:
                 ("runs", "started_at"),
             ):
                 db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+
+
+def _clear(db: sqlite3.Connection, table: str, cluster: str, apps: Collection[str] | None) -> None:
+    """Delete a cluster's rows of `table`, or only those of `apps` when given."""
+    if apps is None:
+        db.execute(f"DELETE FROM {table} WHERE cluster = ?", (cluster,))
+    else:
+        db.executemany(
+            f"DELETE FROM {table} WHERE cluster = ? AND app = ?", [(cluster, a) for a in apps]
+        )
 
 
 def _key(ref: ObjectRef) -> tuple[str, str, str, str]:

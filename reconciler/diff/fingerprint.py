@@ -1,0 +1,32 @@
+"""What a diff verdict depends on, so a verdict can be reused without a dry-run.
+
+A server-side dry-run is a PATCH, audited as a write; a steady state must send
+none (invariant 3). The verdict "in sync" for a desired object stays true as long
+as the desired object and the live values of the fields it sets are unchanged:
+fields only other managers write (status, a controller's annotation) are carried
+through an apply untouched, so they cannot turn the verdict. Projecting the live
+object onto the desired object's shape captures exactly that, and, unlike the
+resourceVersion, it does not move when a controller updates status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def project(live: Any, desired: Any) -> Any:
+    """`live` restricted to the keys `desired` has, recursively through mappings;
+    any other value (lists included, with their server defaults) is taken whole."""
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        return {key: project(live.get(key), value) for key, value in desired.items()}
+    return live
+
+
+def basis(desired: Mapping[str, Any], live: Mapping[str, Any]) -> tuple[str, str]:
+    """The canonical (desired, projected live) texts a verdict is keyed by."""
+    return (
+        json.dumps(desired, sort_keys=True, default=str),
+        json.dumps(project(live, desired), sort_keys=True, default=str),
+    )

@@ -1,0 +1,539 @@
+"""One reconcile of one cluster: desired + live -> drift -> plan -> apply -> store.
+
+The stages it calls (diff, policy, plan) are pure; this module gathers their
+inputs from the edges (live cache, cluster client, state store) and carries out
+and records what they decide. Every reconcile starts from scratch (invariant
+3): events only decide when one runs, and a reconcile that finds nothing to do
+sends no request that writes, dry-run included.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from reconciler import logs
+from reconciler.cluster import (
+    ClusterClient,
+    ClusterError,
+    Conflict,
+    LiveCache,
+    NotFound,
+    NotSynced,
+    UnknownKind,
+)
+from reconciler.config import ClusterConfig
+from reconciler.desired import ClusterDesired
+from reconciler.diff import diff_object, parse_ignore_rules
+from reconciler.diff.fingerprint import basis
+from reconciler.diff.ignore import IgnoreRule
+from reconciler.errors import ReconcilerError
+from reconciler.model import (
+    App,
+    Drift,
+    DriftType,
+    GroupKind,
+    Manifest,
+    ObjectRef,
+    Result,
+    Violation,
+)
+from reconciler.plan import Action, ActionKind, DeletePolicy, Plan, next_inventory, plan
+from reconciler.policy import Policies
+from reconciler.store import AppRecord, InventoryItem, RunRecord, Store, now
+
+# Marks what the reconciler applied, so its inventory can be read back from the
+# cluster itself (as Flux's and ApplySet's labels allow) and not only from the store.
+TRACKING_LABEL = "reconciler.kernow.io/app"
+# The label is part of every apply but never drift by itself: an object that matches
+# git in everything else is adopted as it is, without a write (invariant 3).
+_TRACKING_RULE = parse_ignore_rules(
+    [{"group": "*", "kind": "*", "jsonPointers": ["/metadata/labels/reconciler.kernow.io~1app"]}],
+    "the tracking label",
+)
+ARGOCD_APPLICATION = GroupKind("argoproj.io", "Application")
+NAMESPACE = GroupKind("", "Namespace")
+SYNC_TIMEOUT_S = 60.0
+# Field managers whose writes are manual edits: the reconciler takes their fields back.
+TAKEOVER_MANAGERS = re.compile(r"^(kubectl(-.+)?|before-first-apply)$")
+_CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
+_RETRIES = (0.5, 1.0, 2.0)
+_CRD_SETTLE_S = 10.0
+
+T = TypeVar("T")
+Rules = dict[str, tuple[IgnoreRule, ...]]
+
+
+@dataclass(frozen=True)
+class ObjectError:
+    """A problem with one object (or one app, `ref` None); the rest carries on."""
+
+    app: str
+    ref: ObjectRef | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"app {self.app}: {self.ref}: {self.message}" if self.ref else self.message
+
+
+@dataclass(frozen=True)
+class ArgoStatus:
+    """What Argo CD itself says of one of its Applications."""
+
+    sync: str | None
+    health: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one object, in the one result vocabulary."""
+
+    app: str
+    ref: ObjectRef
+    result: Result
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """One cluster's reconcile (or drift check), for the CLI, store, logs and metrics."""
+
+    cluster: str
+    mode: str
+    drifts: tuple[tuple[str, Drift], ...]
+    violations: tuple[Violation, ...]
+    errors: tuple[ObjectError, ...]
+    argocd: Mapping[str, ArgoStatus] = field(default_factory=dict)
+    outcomes: tuple[Outcome, ...] = ()
+    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def counts(self) -> Counter[Result]:
+        return Counter(o.result for o in self.outcomes)
+
+    @property
+    def result(self) -> str:
+        """converged | drift | failed: the run's one-word summary."""
+        if self.errors or self.counts[Result.FAILED]:
+            return "failed"
+        return "drift" if self.drifts else "converged"
+
+
+class ClusterEngine:
+    """The long-lived side of one cluster: client, live cache and its reconciles."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: Store,
+        policies: Policies,
+        *,
+        on_change: Callable[[ObjectRef, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self.policies = policies
+        self.report_only = config.mode == "report" or policies.forced_report_mode(config)
+        self.log = logs.get(cluster=self.name)
+        self.client = ClusterClient(
+            config.name,
+            config.kubeconfig,
+            context=config.context,
+            mode="report" if self.report_only else "apply",
+            pinned_identity=store.pinned_identity(config.name),
+        )
+        self.cache = LiveCache(self.client, on_change)
+
+    @property
+    def mode(self) -> str:
+        return "report" if self.report_only else "apply"
+
+    def close(self) -> None:
+        self.cache.stop()
+        self.client.close()
+
+    def pin_identity(self) -> None:
+        """Record the cluster's identity on first contact; later contacts are checked
+        against it by the client before any write."""
+        if self.store.pinned_identity(self.name) is None:
+            self.store.pin_identity(self.name, self.client.identity())
+
+    # -- drift ------------------------------------------------------------------
+
+    def drift(
+        self, desired: ClusterDesired, apps: Sequence[App], only_app: str | None = None
+    ) -> Report:
+        """Desired vs live for every object of the cluster (or of one app), from scratch."""
+        manifests, inventory, apps = self._scoped(desired, apps, only_app)
+        return self._compare(manifests, inventory, apps)[0]
+
+    def _scoped(
+        self, desired: ClusterDesired, apps: Sequence[App], only_app: str | None
+    ) -> tuple[list[Manifest], list[InventoryItem], list[App]]:
+        def wanted(app: str) -> bool:
+            return only_app is None or app == only_app
+
+        manifests = [m for m in self._desired(desired) if wanted(m.origin.app)]
+        inventory = [i for i in self.store.inventory(self.name) if wanted(i.app)]
+        return manifests, inventory, [a for a in apps if wanted(a.name)]
+
+    def _compare(
+        self, manifests: Sequence[Manifest], inventory: Sequence[InventoryItem], apps: Sequence[App]
+    ) -> tuple[Report, Rules]:
+        """The drift report, and the ignore rules per app it was computed with."""
+        started = time.monotonic()
+        errors = self._follow(manifests, inventory)
+        rules = self._ignore_rules(apps, errors)
+        drifts: list[tuple[str, Drift]] = []
+        in_sync: list[tuple[ObjectRef, str]] = []
+        for m in manifests:
+            try:
+                found = self._diff(m, rules.get(m.origin.app, ()), in_sync)
+            except ReconcilerError as exc:
+                errors.append(ObjectError(m.origin.app, m.ref, str(exc)))
+                continue
+            if found is not None:
+                drifts.append((m.origin.app, found))
+        wanted = {m.ref for m in manifests}
+        for item in inventory:
+            if item.ref in wanted:
+                continue
+            live = self._live_or_none(item.ref)
+            extra = diff_object(item.ref, None, live) if live is not None else None
+            if extra is not None:
+                drifts.append((item.app, extra))
+        self.store.remember_in_sync(self.name, in_sync)
+        violations = self.policies.evaluate(self.name, manifests, self._live_objects(manifests))
+        report = Report(
+            cluster=self.name,
+            mode=self.mode,
+            drifts=tuple(drifts),
+            violations=tuple(violations),
+            errors=tuple(errors),
+            argocd=self._argocd_status() if self.report_only else {},
+            duration_s=time.monotonic() - started,
+        )
+        return report, rules
+
+    def _desired(self, desired: ClusterDesired) -> list[Manifest]:
+        if self.report_only:
+            return list(desired.manifests)
+        return [_tracked(m) for m in desired.manifests]
+
+    def _follow(
+        self, manifests: Sequence[Manifest], inventory: Sequence[InventoryItem]
+    ) -> list[ObjectError]:
+        """Make the live cache follow every kind in play and wait for its first list."""
+        kinds = {GroupKind(m.ref.group, m.ref.kind) for m in manifests} | {NAMESPACE}
+        kinds |= {GroupKind(i.ref.group, i.ref.kind) for i in inventory}
+        if self.report_only:
+            kinds.add(ARGOCD_APPLICATION)
+        self.cache.track(kinds)
+        errors: list[ObjectError] = []
+        if not self.cache.wait_synced(SYNC_TIMEOUT_S):
+            for gk, problem in sorted(self.cache.errors().items()):
+                errors.append(ObjectError("", None, f"cluster {self.name}: {gk}: {problem}"))
+        return errors
+
+    def _ignore_rules(self, apps: Sequence[App], errors: list[ObjectError]) -> Rules:
+        shared = (*self.policies.ignore_rules(self.name), *_TRACKING_RULE)
+        rules: dict[str, tuple[IgnoreRule, ...]] = {}
+        for app in apps:
+            try:
+                own = parse_ignore_rules(app.ignore_differences, f"app {app.name}")
+            except ReconcilerError as exc:
+                errors.append(ObjectError(app.name, None, str(exc)))
+                own = ()
+            rules[app.name] = own + shared
+        return rules
+
+    def _live(self, ref: ObjectRef) -> Mapping[str, Any] | None:
+        try:
+            return self.cache.get(ref)
+        except NotSynced:
+            if GroupKind(ref.group, ref.kind) in self.cache.unknown_kinds():
+                return None  # the kind is not served (CRD not installed): nothing is live
+            raise
+
+    def _diff(
+        self,
+        m: Manifest,
+        rules: tuple[IgnoreRule, ...],
+        in_sync: list[tuple[ObjectRef, str]],
+    ) -> Drift | None:
+        live = self._live(m.ref)
+        if live is None or self.report_only:
+            # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
+            return diff_object(m.ref, m.obj, live, ignore=rules)
+        verdict = self.store.verdict(*basis(m.obj, live), repr(rules))
+        if self.store.in_sync(self.name, m.ref, verdict):
+            return None
+        # force: the diff shows what the reconciler's apply would make, takeovers included.
+        dry_run = _retrying(lambda: self.client.apply(m.obj, force=True, dry_run=True))
+        found = diff_object(m.ref, m.obj, live, dry_run=dry_run, ignore=rules)
+        if found is None:
+            in_sync.append((m.ref, verdict))
+        return found
+
+    def _live_objects(self, manifests: Sequence[Manifest]) -> list[Mapping[str, Any]]:
+        kinds = sorted({(m.ref.group, m.ref.kind) for m in manifests})
+        objects: list[Mapping[str, Any]] = []
+        for group, kind in kinds:
+            try:
+                objects.extend(self.cache.objects(group, kind))
+            except NotSynced:
+                continue
+        return objects
+
+    def _argocd_status(self) -> dict[str, ArgoStatus]:
+        try:
+            applications = self.cache.objects(ARGOCD_APPLICATION.group, ARGOCD_APPLICATION.kind)
+        except NotSynced:
+            return {}
+        status: dict[str, ArgoStatus] = {}
+        for obj in applications:
+            st = obj.get("status") or {}
+            status[str(obj["metadata"]["name"])] = ArgoStatus(
+                (st.get("sync") or {}).get("status"), (st.get("health") or {}).get("status")
+            )
+        return status
+
+    # -- reconcile ----------------------------------------------------------------
+
+    def reconcile(
+        self,
+        desired: ClusterDesired,
+        apps: Sequence[App],
+        *,
+        dry_run: bool = False,
+        only_app: str | None = None,
+    ) -> Report:
+        """Diff, plan and (on an apply-mode cluster, unless `dry_run`) apply and prune,
+        for the whole cluster or `only_app`; the outcome is recorded in the store."""
+        started_at, started = now(), time.monotonic()
+        manifests, inventory, apps = self._scoped(desired, apps, only_app)
+        scope = None if only_app is None else {only_app}
+        found, rules = self._compare(manifests, inventory, apps)
+        by_app: dict[str, set[ObjectRef]] = defaultdict(set)
+        for item in inventory:
+            by_app[item.app].add(item.ref)
+        refs = {m.ref for m in manifests} | {i.ref for i in inventory}
+        # CreateNamespace=true needs to know whether each destination namespace exists.
+        refs |= {_namespace(app.namespace) for app in apps if app.namespace}
+        the_plan = plan(
+            apps=apps,
+            desired=manifests,
+            live={ref: self._live_or_none(ref) for ref in refs},
+            inventory=by_app,
+            drift={d.ref: d for _, d in found.drifts},
+            mode="report" if self.report_only or dry_run else "apply",
+            protected=lambda obj: self.policies.prune_protected(self.name, obj),
+            render_failed=desired.failed,
+        )
+        executed = self._execute(the_plan, rules)
+        outcomes = tuple(o for _, o in executed)
+        if not (self.report_only or dry_run):
+            self._record_inventory(inventory, by_app, executed, manifests, scope)
+        fixed = {
+            o.ref
+            for o in outcomes
+            if o.result in (Result.CREATED, Result.CONFIGURED, Result.PRUNED)
+        }
+        report = Report(
+            cluster=self.name,
+            mode=self.mode,
+            drifts=tuple((app, d) for app, d in found.drifts if d.ref not in fixed),
+            violations=found.violations,
+            errors=found.errors,
+            argocd=found.argocd,
+            outcomes=outcomes,
+            notes=the_plan.notes,
+            duration_s=time.monotonic() - started,
+        )
+        if not dry_run:
+            self._record(report, apps, started_at, scope)
+        return report
+
+    def _live_or_none(self, ref: ObjectRef) -> Mapping[str, Any] | None:
+        try:
+            return self._live(ref)
+        except NotSynced:
+            return None
+
+    def _execute(self, the_plan: Plan, rules: Rules) -> list[tuple[Action, Outcome]]:
+        executed: list[tuple[Action, Outcome]] = []
+        failed_apps: set[str] = set()
+        crds_applied = False
+        for action in the_plan.actions:
+            if not action.writes:
+                outcome = Outcome(action.app, action.ref, action.result, action.reason)
+            elif action.kind is ActionKind.PRUNE and action.app in failed_apps:
+                # Prune only after a successful apply of the whole app.
+                reason = "not pruned: an apply of this app failed in this reconcile"
+                outcome = Outcome(action.app, action.ref, Result.SKIPPED, reason)
+            else:
+                outcome = self._write(action, crds_applied, rules.get(action.app, ()))
+                if outcome.result is Result.FAILED:
+                    failed_apps.add(action.app)
+                elif action.ref.kind == "CustomResourceDefinition":
+                    crds_applied = True
+            executed.append((action, outcome))
+            self.log.info(
+                "object",
+                app=outcome.app,
+                object=str(outcome.ref),
+                result=outcome.result.value,
+                **({"reason": outcome.message} if outcome.message else {}),
+            )
+        return executed
+
+    def _write(self, action: Action, crds_applied: bool, rules: tuple[IgnoreRule, ...]) -> Outcome:
+        try:
+            if action.kind is ActionKind.PRUNE:
+                live = self._live_or_none(action.ref)
+                uid = (live or {}).get("metadata", {}).get("uid")
+                _retrying(lambda: self.client.delete(action.ref, uid=uid))
+                return Outcome(action.app, action.ref, Result.PRUNED)
+            assert action.manifest is not None, "a create, update or hook carries a manifest"
+            obj = action.manifest.obj
+            if action.kind is ActionKind.HOOK and DeletePolicy.BEFORE_HOOK_CREATION in (
+                action.delete_policies
+            ):
+                self._delete_if_present(action.ref)
+            settle = _CRD_SETTLE_S if crds_applied else 0.0
+            applied = self._apply(obj, settle)
+            if action.tracked:
+                # What was just applied is in sync: the next reconcile needs no dry-run.
+                verdict = self.store.verdict(*basis(obj, applied), repr(rules))
+                self.store.remember_in_sync(self.name, [(action.ref, verdict)])
+            result = Result.CREATED if action.kind is not ActionKind.UPDATE else Result.CONFIGURED
+            return Outcome(action.app, action.ref, result, action.reason)
+        except ReconcilerError as exc:
+            return Outcome(action.app, action.ref, Result.FAILED, str(exc))
+
+    def _apply(self, obj: Mapping[str, Any], settle: float) -> dict[str, Any]:
+        """Server-side apply; fields last written by hand (kubectl edit, client-side
+        apply) are taken back, while a conflict with another controller is reported."""
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                try:
+                    return _retrying(lambda: self.client.apply(obj))
+                except Conflict as conflict:
+                    managers = set(_CONFLICT_MANAGER.findall(" ".join(conflict.fields)))
+                    if not managers or not all(TAKEOVER_MANAGERS.match(m) for m in managers):
+                        raise
+                    return _retrying(lambda: self.client.apply(obj, force=True))
+            except UnknownKind:
+                # A CRD applied moments ago takes a little while to be served.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _delete_if_present(self, ref: ObjectRef) -> None:
+        try:
+            _retrying(lambda: self.client.delete(ref, propagation="Foreground"))
+        except NotFound:
+            return
+
+    def _record_inventory(
+        self,
+        previous: Sequence[InventoryItem],
+        by_app: Mapping[str, set[ObjectRef]],
+        executed: Iterable[tuple[Action, Outcome]],
+        manifests: Sequence[Manifest],
+        scope: Collection[str] | None,
+    ) -> None:
+        versions = {i.ref: i.api_version for i in previous}
+        versions.update({m.ref: str(m.obj.get("apiVersion", "")) for m in manifests})
+        after = next_inventory(by_app, ((a, o.result) for a, o in executed))
+        self.store.replace_inventory(
+            self.name,
+            [
+                InventoryItem(app, ref, versions.get(ref, ""))
+                for app, refs in sorted(after.items())
+                for ref in sorted(refs)
+            ],
+            scope,
+        )
+
+    def _record(
+        self,
+        report: Report,
+        apps: Sequence[App],
+        started_at: str,
+        scope: Collection[str] | None,
+    ) -> None:
+        drift_by_app = Counter(app for app, _ in report.drifts)
+        errors_by_app: dict[str, str] = {}
+        for error in report.errors:
+            errors_by_app.setdefault(error.app, str(error))
+        for o in report.outcomes:
+            if o.result is Result.FAILED:
+                errors_by_app.setdefault(o.app, f"{o.ref}: {o.message}")
+        missing = {app for app, d in report.drifts if d.type is DriftType.MISSING}
+        records = []
+        for app in apps:
+            argo = report.argocd.get(app.name)
+            health = "Missing" if app.name in missing else (argo.health if argo else None)
+            synced = not drift_by_app[app.name] and app.name not in errors_by_app
+            records.append(
+                AppRecord(
+                    self.name,
+                    app.name,
+                    "Synced" if synced else "OutOfSync",
+                    health,
+                    drift_by_app[app.name],
+                    errors_by_app.get(app.name),
+                )
+            )
+        self.store.replace_apps(self.name, records, scope)
+        self.store.replace_drift(self.name, report.drifts, scope)
+        self.store.record_events(
+            self.name,
+            [
+                (o.app, str(o.ref), o.result.value, o.message)
+                for o in report.outcomes
+                if o.result is not Result.UNCHANGED
+            ],
+        )
+        self.store.record_run(
+            RunRecord(
+                self.name,
+                started_at,
+                report.duration_s,
+                report.result,
+                {r.value: n for r, n in report.counts.items()},
+            )
+        )
+
+
+def _namespace(name: str) -> ObjectRef:
+    return ObjectRef("", "Namespace", "", name)
+
+
+def _tracked(m: Manifest) -> Manifest:
+    """The manifest with the reconciler's tracking label for its app."""
+    metadata = dict(m.obj.get("metadata") or {})
+    labels = dict(metadata.get("labels") or {})
+    labels[TRACKING_LABEL] = m.origin.app
+    metadata["labels"] = labels
+    return Manifest(m.ref, {**m.obj, "metadata": metadata}, m.origin)
+
+
+def _retrying(call: Callable[[], T]) -> T:
+    """`call`, retried with backoff while the cluster reports a transient failure."""
+    for pause in _RETRIES:
+        try:
+            return call()
+        except ClusterError as exc:
+            if not exc.transient:
+                raise
+            time.sleep(pause)
+    return call()
