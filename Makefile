@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 GO ?= go
 TESTENV_BIN := testenv/bin
 K8S_BINS := $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/kube-controller-manager
-TESTENV_BINS := $(K8S_BINS) $(TESTENV_BIN)/etcd $(TESTENV_BIN)/helm
+TESTENV_BINS := $(K8S_BINS) $(TESTENV_BIN)/etcd $(TESTENV_BIN)/helm $(TESTENV_BIN)/victoria-logs
 GOBUILD := $(GO) build -trimpath
 # Stamp the real release into the binaries (a module build cannot read it from git).
 K8S_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' testenv/k8s/go.mod)
@@ -41,6 +41,9 @@ $(TESTENV_BIN)/etcd: testenv/etcd/go.mod testenv/etcd/go.sum
 
 $(TESTENV_BIN)/helm: testenv/helm/go.mod testenv/helm/go.sum
 	cd testenv/helm && $(GOBUILD) -ldflags=-s -o ../bin/helm helm.sh/helm/v3/cmd/helm
+
+$(TESTENV_BIN)/victoria-logs: testenv/victorialogs/go.mod testenv/victorialogs/go.sum
+	cd testenv/victorialogs && $(GOBUILD) -ldflags=-s -o ../bin/victoria-logs github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs
 
 lint: install
 	$(BIN)/ruff check .

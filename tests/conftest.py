@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from testenv.clusters import ClusterSet
+from testenv.victorialogs import VictoriaLogs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(
@@ -36,6 +37,17 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
         yield cluster_set
     finally:
         cluster_set.stop()
+
+
+@pytest.fixture(scope="session")
+def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaLogs]:
+    # Lazy like the clusters: only the log-shipping tests start it.
+    server = VictoriaLogs(tmp_path_factory.mktemp("victorialogs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
