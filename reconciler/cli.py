@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler import daemon, status
 from reconciler.catalogue import build_catalogue
 from reconciler.config import Config, load_config
 from reconciler.desired import build_desired, open_sources, tools_for
@@ -25,9 +26,10 @@ from reconciler.documents import dump_yaml
 from reconciler.engine import Report
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.model import Manifest, Result
-from reconciler.session import Session, apps_by_cluster, open_session, policies_for
+from reconciler.session import Session, apps_by_cluster, open_session, open_store, policies_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_CONFIG = 78
 DEFAULT_CONFIG = "/etc/reconciler/config.toml"
 
 
@@ -85,6 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--cluster", help="only this cluster (must be in apply mode)")
     sync.add_argument("--app", help="only this app")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon: reconcile on every commit, live change and resync",
+        description="Exits 78 on a configuration error, before anything starts.",
+    )
+    with_config(run)
+
+    status = sub.add_parser(
+        "status",
+        help="what the daemon last saw, from its state store (works while it is down)",
+        description="Exit 0: all synced and healthy; 1: drift or errors; 2: state unreadable.",
+    )
+    with_config(status)
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    status.add_argument(
+        "--all", action="store_true", help="list every app, not only those that need attention"
+    )
     return parser
 
 
@@ -96,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EXIT_INVALID
+        # systemd's RestartPreventExitStatus=78 (EX_CONFIG): a bad config is not retried.
+        return EXIT_CONFIG if args.command == "run" else EXIT_INVALID
     cluster = getattr(args, "cluster", None)
     if cluster and config.cluster(cluster) is None:
         names = ", ".join(c.name for c in config.clusters)
@@ -107,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "render": _render,
         "diff": _diff,
         "sync": _sync,
+        "run": lambda config, _args: daemon.run(config),
+        "status": _status,
     }[args.command]
     try:
         return command(config, args)
@@ -301,6 +324,23 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         return EXIT_FAILED if failed else EXIT_OK
     finally:
         session.close()
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    try:
+        store = open_store(config, readonly=True)
+        try:
+            document = status.gather(config, store)
+        finally:
+            store.close()
+    except ReconcilerError as exc:
+        print(f"state unreadable: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(status.table(document, all_apps=args.all))
+    return EXIT_OK if status.healthy(document) else EXIT_FAILED
 
 
 def _print_errors(session: Session, errors: Iterable[object], only_app: str | None) -> bool:

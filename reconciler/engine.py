@@ -313,9 +313,11 @@ class ClusterEngine:
         *,
         dry_run: bool = False,
         only_app: str | None = None,
+        held: Mapping[ObjectRef, str] | None = None,
     ) -> Report:
         """Diff, plan and (on an apply-mode cluster, unless `dry_run`) apply and prune,
-        for the whole cluster or `only_app`; the outcome is recorded in the store."""
+        for the whole cluster or `only_app`; the outcome is recorded in the store.
+        Objects in `held` (ref -> why) are not written this time (a flapping object)."""
         started_at, started = now(), time.monotonic()
         manifests, inventory, apps = self._scoped(desired, apps, only_app)
         scope = None if only_app is None else {only_app}
@@ -336,7 +338,7 @@ class ClusterEngine:
             protected=lambda obj: self.policies.prune_protected(self.name, obj),
             render_failed=desired.failed,
         )
-        executed = self._execute(the_plan, rules)
+        executed = self._execute(the_plan, rules, held or {})
         outcomes = tuple(o for _, o in executed)
         if not (self.report_only or dry_run):
             self._record_inventory(inventory, by_app, executed, manifests, scope)
@@ -366,13 +368,17 @@ class ClusterEngine:
         except NotSynced:
             return None
 
-    def _execute(self, the_plan: Plan, rules: Rules) -> list[tuple[Action, Outcome]]:
+    def _execute(
+        self, the_plan: Plan, rules: Rules, held: Mapping[ObjectRef, str]
+    ) -> list[tuple[Action, Outcome]]:
         executed: list[tuple[Action, Outcome]] = []
         failed_apps: set[str] = set()
         crds_applied = False
         for action in the_plan.actions:
             if not action.writes:
                 outcome = Outcome(action.app, action.ref, action.result, action.reason)
+            elif action.ref in held:
+                outcome = Outcome(action.app, action.ref, Result.SKIPPED, held[action.ref])
             elif action.kind is ActionKind.PRUNE and action.app in failed_apps:
                 # Prune only after a successful apply of the whole app.
                 reason = "not pruned: an apply of this app failed in this reconcile"

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS heartbeat (
     started_at TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (
     cluster TEXT PRIMARY KEY, uid TEXT NOT NULL, pinned_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clusters (
+    cluster TEXT PRIMARY KEY, mode TEXT NOT NULL, reachable INTEGER NOT NULL,
+    error TEXT, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS repos (
     name TEXT PRIMARY KEY, commit_sha TEXT, fetched_at TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS runs (
@@ -190,6 +193,26 @@ class Store:
     def pin_identity(self, cluster: str, uid: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO identities VALUES (?, ?, ?)", (cluster, uid, now()))
+
+    # -- cluster reachability ---------------------------------------------------
+
+    def record_cluster(self, cluster: str, mode: str, reachable: bool, error: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?)",
+                (cluster, mode, int(reachable), error, now()),
+            )
+
+    def cluster_state(self, cluster: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM clusters WHERE cluster = ?", (cluster,))
+        if not rows:
+            return None
+        return {
+            "mode": rows[0]["mode"],
+            "reachable": bool(rows[0]["reachable"]),
+            "error": rows[0]["error"],
+            "updated_at": rows[0]["updated_at"],
+        }
 
     # -- repositories ---------------------------------------------------------
 

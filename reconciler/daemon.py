@@ -1,0 +1,401 @@
+"""`reconciler run`: one process that keeps every cluster converged, driven by events.
+
+Events only decide *when* a cluster is reconciled; each reconcile starts from
+scratch (invariant 3). Triggers: a new commit on a tracked ref (watchfiles on
+each clone's git directory, and a periodic fetch), a watch event on a managed
+live object, and a periodic full resync. Each cluster has its own worker
+thread with its own debounce, so a slow or unreachable cluster never delays
+the others. Desired state is rendered once per commit change and shared.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import watchfiles
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from reconciler import logs, systemd
+from reconciler.cluster import ClusterError, Unreachable
+from reconciler.config import Config
+from reconciler.desired import Desired
+from reconciler.engine import ClusterEngine, Report
+from reconciler.errors import ReconcilerError
+from reconciler.metrics import Metrics, MetricsServer
+from reconciler.model import App, ObjectRef, Result
+from reconciler.session import Session, apps_by_cluster, open_session
+from reconciler.shipping import ShippingConfig
+from reconciler.store import now
+
+HEARTBEAT_S = 5.0
+SHUTDOWN_DEADLINE_S = 8.0
+# A live object reverted this often within the window is flapping: another writer
+# keeps changing it back, so the reconciler backs off instead of fighting forever.
+FLAP_REVERTS = 3
+FLAP_WINDOW_S = 600.0
+FLAP_BACKOFF_S = (60.0, 300.0, 1800.0)
+_GIT_TRIGGERS = {"HEAD", "FETCH_HEAD", "ORIG_HEAD", "packed-refs"}
+
+
+@dataclass
+class _Flapping:
+    """Reverts of live edits per object, and the backoff of those that flap."""
+
+    reverts: dict[ObjectRef, list[float]] = field(default_factory=dict)
+    held_until: dict[ObjectRef, float] = field(default_factory=dict)
+    strikes: dict[ObjectRef, int] = field(default_factory=dict)
+
+    def held(self, at: float) -> dict[ObjectRef, str]:
+        return {
+            ref: f"flapping: something keeps changing it back; retrying in {until - at:.0f}s"
+            for ref, until in self.held_until.items()
+            if until > at
+        }
+
+    def record_revert(self, ref: ObjectRef, at: float) -> bool:
+        """Count a revert; True when this one makes the object flap."""
+        recent = [t for t in self.reverts.get(ref, []) if at - t < FLAP_WINDOW_S] + [at]
+        self.reverts[ref] = recent
+        if len(recent) < FLAP_REVERTS:
+            return False
+        strike = self.strikes.get(ref, 0)
+        self.strikes[ref] = strike + 1
+        self.held_until[ref] = at + FLAP_BACKOFF_S[min(strike, len(FLAP_BACKOFF_S) - 1)]
+        self.reverts[ref] = []
+        return True
+
+
+class Worker(threading.Thread):
+    """Reconciles one cluster whenever it is triggered, debounced, until stopped."""
+
+    def __init__(self, daemon: Daemon, engine: ClusterEngine) -> None:
+        super().__init__(name=f"worker-{engine.name}", daemon=True)
+        self.reconciler = daemon
+        self.engine = engine
+        self.log = logs.get(cluster=engine.name)
+        self._wake = threading.Event()
+        self._reasons: set[str] = set()
+        self._lock = threading.Lock()
+        self.managed: frozenset[ObjectRef] = frozenset()
+        self.flapping = _Flapping()
+        self._applied: dict[ObjectRef, str] = {}
+        self.reconciles = 0
+
+    def trigger(self, reason: str) -> None:
+        with self._lock:
+            self._reasons.add(reason)
+        self._wake.set()
+
+    def on_change(self, ref: ObjectRef, event: str) -> None:
+        # Watch events on objects the reconciler does not manage are none of its business.
+        if ref in self.managed:
+            self.trigger(f"watch {event.lower()} {ref}")
+
+    def run(self) -> None:
+        stopping = self.reconciler.stopping
+        while not stopping.is_set():
+            self._wake.wait(timeout=1.0)
+            if stopping.is_set() or not self._wake.is_set():
+                continue
+            # Debounce: let a burst of events settle into one reconcile.
+            stopping.wait(self.reconciler.config.daemon.debounce_s)
+            with self._lock:
+                reasons, self._reasons = self._reasons, set()
+                self._wake.clear()
+            if not stopping.is_set():
+                self.reconcile(reasons)
+
+    def reconcile(self, reasons: set[str]) -> Report | None:
+        desired = self.reconciler.desired
+        if desired is None or self.engine.name not in desired.clusters:
+            return None
+        apps = apps_by_cluster(desired).get(self.engine.name, [])
+        log = self.log.bind(reasons=sorted(reasons)[:5])
+        try:
+            self.engine.pin_identity()
+            report = self.engine.reconcile(
+                desired.clusters[self.engine.name], apps, held=self.flapping.held(time.monotonic())
+            )
+        except ClusterError as exc:
+            reachable = not isinstance(exc, Unreachable)
+            self._failed(str(exc), reachable)
+            log.error("reconcile.failed", error=str(exc))
+            return None
+        except ReconcilerError as exc:
+            self._failed(str(exc), True)
+            log.error("reconcile.failed", error=str(exc))
+            return None
+        self.reconciles += 1
+        self._observe(report, desired, apps)
+        log.info(
+            "reconcile.done",
+            result=report.result,
+            duration_s=round(report.duration_s, 3),
+            drift=len(report.drifts),
+            errors=len(report.errors),
+            **{r.value: n for r, n in report.counts.items() if r is not Result.UNCHANGED},
+        )
+        return report
+
+    def _failed(self, error: str, reachable: bool) -> None:
+        daemon = self.reconciler
+        daemon.store.record_cluster(self.engine.name, self.engine.mode, reachable, error)
+        daemon.metrics.set_reachable(self.engine.name, reachable)
+        daemon.metrics.count_errors(self.engine.name, "cluster")
+
+    def _observe(self, report: Report, desired: Desired, apps: list[App]) -> None:
+        daemon = self.reconciler
+        name = self.engine.name
+        cluster_desired = desired.clusters[name]
+        self.managed = frozenset(m.ref for m in cluster_desired.manifests) | frozenset(
+            i.ref for i in daemon.store.inventory(name)
+        )
+        self._track_reverts(report, {m.ref: _digest(m.obj) for m in cluster_desired.manifests})
+        unreachable = [e for e in report.errors if e.ref is None and "unreachable" in e.message]
+        daemon.store.record_cluster(
+            name, self.engine.mode, not unreachable, str(unreachable[0]) if unreachable else None
+        )
+        drift_by_app = {app.name: 0 for app in apps}
+        for app, _ in report.drifts:
+            drift_by_app[app] = drift_by_app.get(app, 0) + 1
+        daemon.metrics.set_reachable(name, not unreachable)
+        daemon.metrics.observe_reconcile(
+            name,
+            "report" if self.engine.report_only else "apply",
+            report.duration_s,
+            report.counts,
+            drift_by_app,
+            ok=True,
+        )
+        if report.errors:
+            daemon.metrics.count_errors(name, "object", len(report.errors))
+        daemon.metrics.set_flapping(name, len(self.flapping.held(time.monotonic())))
+
+    def _track_reverts(self, report: Report, digests: Mapping[ObjectRef, str]) -> None:
+        """An object configured again with the same desired state was changed by
+        someone else: a revert. Too many in a row make it flap."""
+        at = time.monotonic()
+        for outcome in report.outcomes:
+            if outcome.result not in (Result.CREATED, Result.CONFIGURED):
+                continue
+            digest = digests.get(outcome.ref)
+            if digest is None:
+                continue
+            reverted = self._applied.get(outcome.ref) == digest
+            if reverted and self.flapping.record_revert(outcome.ref, at):
+                self.log.warning("object.flapping", app=outcome.app, object=str(outcome.ref))
+            self._applied[outcome.ref] = digest
+
+
+def _digest(obj: Mapping[str, object]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Daemon:
+    """The running reconciler: desired state, one worker per cluster, the triggers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stopping = threading.Event()
+        self.log = logs.get()
+        self.metrics = Metrics(version=_version())
+        # Watch events may arrive as soon as the caches start, before the workers exist.
+        self.workers: dict[str, Worker] = {}
+        self.session: Session = open_session(config, on_change=self._on_change)
+        self.store = self.session.store
+        self.desired: Desired | None = None
+        self._commits: dict[str, str] = {}
+        self._render_lock = threading.Lock()
+        self.workers.update(
+            {name: Worker(self, engine) for name, engine in self.session.engines.items()}
+        )
+        self.started_at = now()
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._metrics_server: MetricsServer | None = None
+
+    def _on_change(self, cluster: str, ref: ObjectRef, event: str) -> None:
+        worker = self.workers.get(cluster)
+        if worker is not None:
+            worker.on_change(ref, event)
+
+    # -- desired state --------------------------------------------------------------
+
+    def refresh(self, fetch: bool = False) -> bool:
+        """Render desired state again if a tracked commit moved; True when it did."""
+        with self._render_lock:
+            desired = self.session.render(fetch=fetch)
+            commits = {r["name"]: r["commit"] for r in self.store.repos() if r["commit"]}
+            changed = self.desired is None or commits != self._commits
+            self.desired = desired
+            if changed:
+                self.log.info("desired.rendered", commits=commits, errors=len(desired.errors))
+                for error in desired.errors:
+                    self.log.warning(
+                        "app.error", app=error.app, cluster=error.cluster, error=error.message
+                    )
+            self._commits = commits
+            return changed
+
+    def _commit_moved(self, fetch: bool) -> None:
+        try:
+            if self.refresh(fetch=fetch):
+                self.trigger_all("commit")
+        except ReconcilerError as exc:
+            self.log.error("desired.failed", error=str(exc))
+
+    def trigger_all(self, reason: str) -> None:
+        for worker in self.workers.values():
+            worker.trigger(reason)
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        for name, problem in self.session.broken.items():
+            self.log.error("cluster.unusable", cluster=name, error=problem)
+        self._serve_metrics()
+        self._commit_moved(fetch=False)
+        self._first_reconcile()
+        systemd.ready(f"watching {len(self.workers)} clusters")
+        self.log.info("daemon.ready", clusters=sorted(self.workers))
+        for worker in self.workers.values():
+            worker.start()
+        self._schedule()
+        watcher = threading.Thread(target=self._watch_repos, name="git-watch", daemon=True)
+        watcher.start()
+        interval = systemd.watchdog_interval() or HEARTBEAT_S
+        while not self.stopping.wait(min(interval, HEARTBEAT_S)):
+            # The watchdog is fed from the main loop: a hung loop gets the daemon restarted.
+            systemd.watchdog()
+            self.store.beat(self.started_at)
+        return self._shutdown()
+
+    def _first_reconcile(self) -> None:
+        """Reconcile every cluster once, in parallel, before telling systemd we are ready."""
+        self.store.beat(self.started_at)
+        threads = [
+            threading.Thread(target=w.reconcile, args=({"start"},), daemon=True)
+            for w in self.workers.values()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive() and not self.stopping.is_set():
+                t.join(HEARTBEAT_S)
+                self.store.beat(self.started_at)
+
+    def _schedule(self) -> None:
+        d = self.config.daemon
+        self.scheduler.add_job(
+            self._commit_moved,
+            "interval",
+            seconds=d.fetch_interval_s,
+            args=(True,),
+            id="fetch",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.trigger_all,
+            "interval",
+            seconds=d.resync_interval_s,
+            args=("resync",),
+            id="resync",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.store.drop_history,
+            "interval",
+            hours=1,
+            args=(datetime.timedelta(days=d.retention_days),),
+            id="retention",
+        )
+        self.scheduler.start()
+
+    def _watch_repos(self) -> None:
+        """A local commit, a pull or a fetch moves a ref in the clone's git directory."""
+        paths = [r.path / ".git" for r in self.config.repos if (r.path / ".git").is_dir()]
+        paths += [r.path for r in self.config.repos if (r.path / "refs").is_dir()]  # bare
+        if not paths:
+            return
+        for _changes in watchfiles.watch(
+            *paths,
+            watch_filter=_git_ref_filter,
+            stop_event=self.stopping,
+            debounce=int(self.config.daemon.debounce_s * 1000),
+            rust_timeout=1000,
+            yield_on_timeout=False,
+            raise_interrupt=False,
+        ):
+            self._commit_moved(fetch=False)
+
+    def _serve_metrics(self) -> None:
+        address = self.config.daemon.metrics_address
+        if not address:
+            return
+        host, _, port = address.rpartition(":")
+        self._metrics_server = self.metrics.serve(host.strip("[]"), int(port))
+        for name, engine in self.session.engines.items():
+            self.metrics.read_watch_stats(name, engine.cache.stats)
+        self.log.info("metrics.serving", address=f"{host}:{self._metrics_server.port}")
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        systemd.stopping()
+        self.stopping.set()
+
+    def _shutdown(self) -> int:
+        """Let in-flight reconciles end (each apply is one request), then flush and close."""
+        deadline = time.monotonic() + SHUTDOWN_DEADLINE_S
+        self.scheduler.shutdown(wait=False)
+        for worker in self.workers.values():
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
+        if self._metrics_server is not None:
+            self._metrics_server.close(timeout=1.0)
+        self.store.beat(self.started_at)
+        self.session.close()
+        self.log.info("daemon.stopped")
+        return 0
+
+
+def _git_ref_filter(_change: watchfiles.Change, path: str) -> bool:
+    parts = Path(path).parts
+    return Path(path).name in _GIT_TRIGGERS or "refs" in parts
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("reconciler")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run(config: Config) -> int:
+    """Configure logging (and shipping) and run the daemon until SIGTERM."""
+    ship = (
+        ShippingConfig(url=config.logs.ship_url, ca_file=config.logs.ship_ca_file)
+        if config.logs.ship_url
+        else None
+    )
+    shipper = logs.configure(config.logs.level, ship_to=ship)
+    daemon = Daemon(config)
+    if shipper is not None:
+        daemon.metrics.read_dropped_log_entries(lambda: shipper.dropped)
+    try:
+        return daemon.run()
+    finally:
+        if shipper is not None:
+            shipper.close()
