@@ -51,7 +51,7 @@ lint: install
 	$(BIN)/mypy
 
 demo: install testenv
-	$(BIN)/reconciler --help
+	$(BIN)/python -m testenv.demo
 
 clean:
 	rm -rf $(VENV) $(TESTENV_BIN)

@@ -194,6 +194,7 @@ def test_an_api_server_outage_delays_no_other_cluster_and_heals_by_itself(
         assert reconciles(daemon, "agentic") >= before + 3
     finally:
         monit.start_apiserver()
+    monit.wait_ready(time.monotonic() + 60)
     monit_ns = lab.namespaces["monit"]
     kubectl(monit, "-n", monit_ns, "scale", "deployment", "web", "--replicas=4")
     eventually(
