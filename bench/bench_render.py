@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reconciler.config import Config, load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
-from tests.helpers_git import (
+from testenv.gitrepos import (
     FIXTURE_URLS,
     fixture_files,
     make_upstream_and_clone,

@@ -25,7 +25,7 @@ from reconciler.diff.redact import redact
 from reconciler.documents import dump_yaml
 from reconciler.engine import Report
 from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.model import Manifest, Result
+from reconciler.model import AppError, Manifest, Result
 from reconciler.session import Session, apps_by_cluster, open_session, open_store, policies_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -37,70 +37,70 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconciler", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> None:
+    def command(
+        name: str, text: str, description: str | None = None, scoped: bool = False
+    ) -> argparse.ArgumentParser:
+        """A subcommand with --config, and with --cluster/--app when `scoped`."""
+        p = sub.add_parser(name, help=text, description=description or text)
         p.add_argument(
             "--config",
             type=Path,
             default=Path(os.environ.get("RECONCILER_CONFIG", DEFAULT_CONFIG)),
             help="config file (default: $RECONCILER_CONFIG or %(default)s)",
         )
+        if scoped:
+            p.add_argument("--cluster", help="only this cluster")
+            p.add_argument("--app", help="only this app")
+        return p
 
-    check = sub.add_parser("check", help="validate the configuration and exit")
-    with_config(check)
-
-    render = sub.add_parser(
-        "render",
-        help="print the desired objects rendered from the committed trees",
-        description="Print desired objects. Secret values are replaced by markers.",
-    )
-    with_config(render)
-    render.add_argument("--cluster", help="only this cluster")
-    render.add_argument("--app", help="only this app")
-    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
-    render.add_argument(
-        "--fetch",
-        action="store_true",
-        help="fetch the tracked refs first (default: last fetched commit)",
-    )
+    check = command("check", "validate the configuration and the policies, and exit")
     check.add_argument(
         "--repin",
         metavar="CLUSTER",
         help="accept CLUSTER's current identity (after a deliberate rebuild or move)",
     )
 
-    diff = sub.add_parser(
-        "diff",
-        help="show drift between git and the live clusters (writes nothing)",
-        description="Exit 0: no drift; 1: drift; 2: errors. Secret values are never shown.",
+    render = command(
+        "render",
+        "print the desired objects rendered from the committed trees",
+        "Print desired objects. Secret values are replaced by markers.",
+        scoped=True,
     )
-    with_config(diff)
-    diff.add_argument("--cluster", help="only this cluster")
-    diff.add_argument("--app", help="only this app")
+    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    render.add_argument(
+        "--fetch",
+        action="store_true",
+        help="fetch the tracked refs first (default: last fetched commit)",
+    )
+
+    diff = command(
+        "diff",
+        "show drift between git and the live clusters (writes nothing)",
+        "Exit 0: no drift; 1: drift; 2: errors. Secret values are never shown.",
+        scoped=True,
+    )
     diff.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
-    sync = sub.add_parser(
+    sync = command(
         "sync",
-        help="reconcile apply-mode clusters once: apply, then prune",
-        description="Exit 0: converged; 1: some objects failed; 2: errors that stopped it.",
+        "reconcile apply-mode clusters once: apply, then prune",
+        "Exit 0: converged; 1: some objects failed; 2: errors that stopped it. "
+        "A report-mode cluster is refused.",
+        scoped=True,
     )
-    with_config(sync)
-    sync.add_argument("--cluster", help="only this cluster (must be in apply mode)")
-    sync.add_argument("--app", help="only this app")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
-    run = sub.add_parser(
+    command(
         "run",
-        help="run the daemon: reconcile on every commit, live change and resync",
-        description="Exits 78 on a configuration error, before anything starts.",
+        "run the daemon: reconcile on every commit, live change and resync",
+        "Exits 78 on a configuration error, before anything starts.",
     )
-    with_config(run)
 
-    status = sub.add_parser(
+    status = command(
         "status",
-        help="what the daemon last saw, from its state store (works while it is down)",
-        description="Exit 0: all synced and healthy; 1: drift or errors; 2: state unreadable.",
+        "what the daemon last saw, from its state store (works while it is down)",
+        "Exit 0: all synced and healthy; 1: drift or errors; 2: state unreadable.",
     )
-    with_config(status)
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     status.add_argument(
         "--all", action="store_true", help="list every app, not only those that need attention"
@@ -231,7 +231,7 @@ def _diff(config: Config, args: argparse.Namespace) -> int:
     try:
         desired = session.render(list(session.engines))
         apps = apps_by_cluster(desired)
-        failed = _print_errors(session, desired.errors, args.app)
+        failed = _print_errors(session, _unplaced(desired.errors), args.app)
         drifted = False
         rows: list[dict[str, Any]] = []
         colour = args.output == "text" and sys.stdout.isatty()
@@ -293,7 +293,7 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     try:
         desired = session.render(list(session.engines))
         apps = apps_by_cluster(desired)
-        stopped = _print_errors(session, desired.errors, args.app)
+        stopped = _print_errors(session, _unplaced(desired.errors), args.app)
         failed = False
         for name, engine in session.engines.items():
             engine.pin_identity()
@@ -341,6 +341,11 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(status.table(document, all_apps=args.all))
     return EXIT_OK if status.healthy(document) else EXIT_FAILED
+
+
+def _unplaced(errors: Iterable[AppError]) -> list[AppError]:
+    """Errors no cluster's report carries (an app whose destination is unknown, say)."""
+    return [e for e in errors if e.cluster is None]
 
 
 def _print_errors(session: Session, errors: Iterable[object], only_app: str | None) -> bool:

@@ -80,6 +80,7 @@ class ClusterDesired:
     manifests: tuple[Manifest, ...]
     apps: tuple[str, ...]
     failed: tuple[str, ...]
+    errors: tuple[AppError, ...] = ()  # why the apps in `failed` failed
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def build_desired(
             manifests=tuple(manifests),
             apps=tuple(a.name for a, _ in by_cluster[cluster.name] if a.name not in bad),
             failed=tuple(failed[cluster.name] + sorted(bad)),
+            errors=tuple(e for e in errors if e.cluster == cluster.name),
         )
     return Desired(out, tuple(errors), catalogue)
 

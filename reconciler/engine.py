@@ -9,6 +9,8 @@ sends no request that writes, dry-run included.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections import Counter, defaultdict
@@ -41,6 +43,7 @@ from reconciler.model import (
     ObjectRef,
     Result,
     Violation,
+    object_ref,
 )
 from reconciler.plan import Action, ActionKind, DeletePolicy, Plan, next_inventory, plan
 from reconciler.policy import Policies
@@ -149,6 +152,10 @@ class ClusterEngine:
             pinned_identity=store.pinned_identity(config.name),
         )
         self.cache = LiveCache(self.client, on_change)
+        # The last diff of each object and the verdict digest it was made under: a
+        # resync of an unchanged object costs a digest, not a diff.
+        self._memo: dict[ObjectRef, tuple[str, Drift | None]] = {}
+        self._policy_memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
 
     @property
     def mode(self) -> str:
@@ -170,31 +177,39 @@ class ClusterEngine:
         self, desired: ClusterDesired, apps: Sequence[App], only_app: str | None = None
     ) -> Report:
         """Desired vs live for every object of the cluster (or of one app), from scratch."""
-        manifests, inventory, apps = self._scoped(desired, apps, only_app)
-        return self._compare(manifests, inventory, apps)[0]
+        manifests, inventory, apps, failed = self._scoped(desired, apps, only_app)
+        return self._compare(manifests, inventory, apps, failed)[0]
 
     def _scoped(
         self, desired: ClusterDesired, apps: Sequence[App], only_app: str | None
-    ) -> tuple[list[Manifest], list[InventoryItem], list[App]]:
+    ) -> tuple[list[Manifest], list[InventoryItem], list[App], list[ObjectError]]:
+        """Desired objects, inventory, apps and render errors of the cluster or one app."""
+
         def wanted(app: str) -> bool:
             return only_app is None or app == only_app
 
         manifests = [m for m in self._desired(desired) if wanted(m.origin.app)]
         inventory = [i for i in self.store.inventory(self.name) if wanted(i.app)]
-        return manifests, inventory, [a for a in apps if wanted(a.name)]
+        failed = [ObjectError(e.app, None, str(e)) for e in desired.errors if wanted(e.app)]
+        return manifests, inventory, [a for a in apps if wanted(a.name)], failed
 
     def _compare(
-        self, manifests: Sequence[Manifest], inventory: Sequence[InventoryItem], apps: Sequence[App]
+        self,
+        manifests: Sequence[Manifest],
+        inventory: Sequence[InventoryItem],
+        apps: Sequence[App],
+        render_errors: Sequence[ObjectError],
     ) -> tuple[Report, Rules]:
         """The drift report, and the ignore rules per app it was computed with."""
         started = time.monotonic()
-        errors = self._follow(manifests, inventory)
+        errors = [*render_errors, *self._follow(manifests, inventory)]
         rules = self._ignore_rules(apps, errors)
         drifts: list[tuple[str, Drift]] = []
         in_sync: list[tuple[ObjectRef, str]] = []
+        verdicts = self.store.in_sync(self.name)
         for m in manifests:
             try:
-                found = self._diff(m, rules.get(m.origin.app, ()), in_sync)
+                found = self._diff(m, rules.get(m.origin.app, ()), verdicts, in_sync)
             except ReconcilerError as exc:
                 errors.append(ObjectError(m.origin.app, m.ref, str(exc)))
                 continue
@@ -209,7 +224,7 @@ class ClusterEngine:
             if extra is not None:
                 drifts.append((item.app, extra))
         self.store.remember_in_sync(self.name, in_sync)
-        violations = self.policies.evaluate(self.name, manifests, self._live_objects(manifests))
+        violations = self._violations(manifests, self._live_objects(manifests))
         report = Report(
             cluster=self.name,
             mode=self.mode,
@@ -265,20 +280,51 @@ class ClusterEngine:
         self,
         m: Manifest,
         rules: tuple[IgnoreRule, ...],
+        verdicts: Mapping[ObjectRef, str],
         in_sync: list[tuple[ObjectRef, str]],
     ) -> Drift | None:
         live = self._live(m.ref)
-        if live is None or self.report_only:
-            # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
-            return diff_object(m.ref, m.obj, live, ignore=rules)
+        if live is None:
+            return diff_object(m.ref, m.obj, None, ignore=rules)
         verdict = self.store.verdict(*basis(m.obj, live), repr(rules))
-        if self.store.in_sync(self.name, m.ref, verdict):
-            return None
-        # force: the diff shows what the reconciler's apply would make, takeovers included.
-        dry_run = _retrying(lambda: self.client.apply(m.obj, force=True, dry_run=True))
-        found = diff_object(m.ref, m.obj, live, dry_run=dry_run, ignore=rules)
-        if found is None:
-            in_sync.append((m.ref, verdict))
+        remembered = self._memo.get(m.ref)
+        if remembered is not None and remembered[0] == verdict:
+            return remembered[1]
+        if self.report_only:
+            # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
+            found = diff_object(m.ref, m.obj, live, ignore=rules)
+        elif verdicts.get(m.ref) == verdict:
+            found = None
+        else:
+            # force: the diff shows what the reconciler's apply would make, takeovers included.
+            dry_run = _retrying(lambda: self.client.apply(m.obj, force=True, dry_run=True))
+            found = diff_object(m.ref, m.obj, live, dry_run=dry_run, ignore=rules)
+            if found is None:
+                in_sync.append((m.ref, verdict))
+        self._memo[m.ref] = (verdict, found)
+        return found
+
+    def _violations(
+        self, manifests: Sequence[Manifest], live: Sequence[Mapping[str, Any]]
+    ) -> list[Violation]:
+        """Policy violations of desired and live objects; an object evaluated before in
+        the same state (desired digest, live resourceVersion) is not evaluated again."""
+        memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
+        found: list[Violation] = []
+        for m in manifests:
+            text = json.dumps(m.obj, sort_keys=True, default=str)
+            key = ("desired", m.ref, hashlib.sha256(text.encode()).hexdigest())
+            hit = self._policy_memo.get(key)
+            memo[key] = hit if hit is not None else self.policies.evaluate(self.name, [m])
+            found += memo[key]
+        for obj in live:
+            meta = obj.get("metadata") or {}
+            ref = object_ref(obj)
+            key = ("live", ref, f"{meta.get('uid')}/{meta.get('resourceVersion')}")
+            hit = self._policy_memo.get(key)
+            memo[key] = hit if hit is not None else self.policies.evaluate(self.name, live=[obj])
+            found += memo[key]
+        self._policy_memo = memo
         return found
 
     def _live_objects(self, manifests: Sequence[Manifest]) -> list[Mapping[str, Any]]:
@@ -319,9 +365,9 @@ class ClusterEngine:
         for the whole cluster or `only_app`; the outcome is recorded in the store.
         Objects in `held` (ref -> why) are not written this time (a flapping object)."""
         started_at, started = now(), time.monotonic()
-        manifests, inventory, apps = self._scoped(desired, apps, only_app)
+        manifests, inventory, apps, failed = self._scoped(desired, apps, only_app)
         scope = None if only_app is None else {only_app}
-        found, rules = self._compare(manifests, inventory, apps)
+        found, rules = self._compare(manifests, inventory, apps, failed)
         by_app: dict[str, set[ObjectRef]] = defaultdict(set)
         for item in inventory:
             by_app[item.app].add(item.ref)
@@ -337,6 +383,7 @@ class ClusterEngine:
             mode="report" if self.report_only or dry_run else "apply",
             protected=lambda obj: self.policies.prune_protected(self.name, obj),
             render_failed=desired.failed,
+            unserved=self._unserved(manifests),
         )
         executed = self._execute(the_plan, rules, held or {})
         outcomes = tuple(o for _, o in executed)
@@ -362,6 +409,14 @@ class ClusterEngine:
             self._record(report, apps, started_at, scope)
         return report
 
+    def _unserved(self, manifests: Sequence[Manifest]) -> set[GroupKind]:
+        """Kinds the cluster does not serve and no desired CRD defines: their objects
+        cannot be created in this reconcile."""
+        defined = {
+            _defined_kind(m.obj) for m in manifests if m.ref.kind == "CustomResourceDefinition"
+        }
+        return set(self.cache.unknown_kinds()) - defined
+
     def _live_or_none(self, ref: ObjectRef) -> Mapping[str, Any] | None:
         try:
             return self._live(ref)
@@ -373,10 +428,13 @@ class ClusterEngine:
     ) -> list[tuple[Action, Outcome]]:
         executed: list[tuple[Action, Outcome]] = []
         failed_apps: set[str] = set()
-        crds_applied = False
+        # Kinds whose CRD this reconcile applied: they may take a moment to be served.
+        new_kinds: set[GroupKind] = set()
         for action in the_plan.actions:
             if not action.writes:
                 outcome = Outcome(action.app, action.ref, action.result, action.reason)
+                if outcome.result is Result.FAILED:
+                    failed_apps.add(action.app)
             elif action.ref in held:
                 outcome = Outcome(action.app, action.ref, Result.SKIPPED, held[action.ref])
             elif action.kind is ActionKind.PRUNE and action.app in failed_apps:
@@ -384,13 +442,15 @@ class ClusterEngine:
                 reason = "not pruned: an apply of this app failed in this reconcile"
                 outcome = Outcome(action.app, action.ref, Result.SKIPPED, reason)
             else:
-                outcome = self._write(action, crds_applied, rules.get(action.app, ()))
+                settle = GroupKind(action.ref.group, action.ref.kind) in new_kinds
+                outcome = self._write(action, settle, rules.get(action.app, ()))
                 if outcome.result is Result.FAILED:
                     failed_apps.add(action.app)
-                elif action.ref.kind == "CustomResourceDefinition":
-                    crds_applied = True
+                elif action.manifest is not None and action.ref.kind == "CustomResourceDefinition":
+                    new_kinds.add(_defined_kind(action.manifest.obj))
             executed.append((action, outcome))
-            self.log.info(
+            log = self.log.warning if outcome.result is Result.FAILED else self.log.info
+            log(
                 "object",
                 app=outcome.app,
                 object=str(outcome.ref),
@@ -399,7 +459,7 @@ class ClusterEngine:
             )
         return executed
 
-    def _write(self, action: Action, crds_applied: bool, rules: tuple[IgnoreRule, ...]) -> Outcome:
+    def _write(self, action: Action, settle: bool, rules: tuple[IgnoreRule, ...]) -> Outcome:
         try:
             if action.kind is ActionKind.PRUNE:
                 live = self._live_or_none(action.ref)
@@ -412,10 +472,10 @@ class ClusterEngine:
                 action.delete_policies
             ):
                 self._delete_if_present(action.ref)
-            settle = _CRD_SETTLE_S if crds_applied else 0.0
-            applied = self._apply(obj, settle)
-            if action.tracked:
-                # What was just applied is in sync: the next reconcile needs no dry-run.
+            applied = self._apply(obj, _CRD_SETTLE_S if settle else 0.0)
+            if action.tracked or action.kind is ActionKind.HOOK:
+                # What was just applied is in sync: the next reconcile needs no dry-run
+                # (a hook is desired state too, and is diffed like the rest).
                 verdict = self.store.verdict(*basis(obj, applied), repr(rules))
                 self.store.remember_in_sync(self.name, [(action.ref, verdict)])
             result = Result.CREATED if action.kind is not ActionKind.UPDATE else Result.CONFIGURED
@@ -518,6 +578,11 @@ class ClusterEngine:
                 {r.value: n for r, n in report.counts.items()},
             )
         )
+
+
+def _defined_kind(crd: Mapping[str, Any]) -> GroupKind:
+    spec = crd.get("spec") or {}
+    return GroupKind(str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", "")))
 
 
 def _namespace(name: str) -> ObjectRef:

@@ -229,6 +229,7 @@ def plan(
     protected: Protection,
     render_failed: Collection[str] = (),
     max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
+    unserved: Collection[GroupKind] = (),
 ) -> Plan:
     """The ordered actions that bring one cluster from `live` to `desired`.
 
@@ -238,13 +239,15 @@ def plan(
     the catalogue included); `drift` the diff of each desired object that differs
     from live (missing or None: in sync). Apps in `render_failed` did not render,
     so nothing of theirs is pruned. An app may lose at most `max_prune_share` of
-    its inventory in one reconcile; beyond that its prune is blocked.
+    its inventory in one reconcile; beyond that its prune is blocked. Objects of
+    `unserved` kinds (no CRD installed, none in `desired`) cannot be created: they
+    fail without a write, so they do not make their app sync (and run its hooks).
     """
     if not 0.0 <= max_prune_share <= 1.0:
         raise ValueError(f"max_prune_share must lie in [0, 1], not {max_prune_share}")
     manifests = tuple(desired)
     pairs = pair(manifests, live, inventory)
-    planner = _Planner({app.name: app for app in apps})
+    planner = _Planner({app.name: app for app in apps}, frozenset(unserved))
     hooks: list[tuple[Pairing, _Hook, int]] = []
     candidates: dict[str, list[Pairing]] = defaultdict(list)
     for pairing in pairs.values():
@@ -290,8 +293,9 @@ class _Hook:
 class _Planner:
     """Collects the actions of one `plan` call with their sort keys, and the notes."""
 
-    def __init__(self, apps: Mapping[str, App]) -> None:
+    def __init__(self, apps: Mapping[str, App], unserved: frozenset[GroupKind]) -> None:
         self.apps = apps
+        self.unserved = unserved
         self.entries: list[tuple[tuple[Any, ...], Action]] = []
         self.prunes: list[tuple[tuple[Any, ...], Action]] = []
         self.notes: dict[str, list[str]] = defaultdict(list)
@@ -310,7 +314,11 @@ class _Planner:
         return 0
 
     def sync(self, pairing: Pairing, drift: Drift | None, wave: int) -> None:
-        if pairing.live is None:
+        reason = ""
+        if pairing.live is None and GroupKind(pairing.ref.group, pairing.ref.kind) in self.unserved:
+            kind, result = ActionKind.NONE, Result.FAILED
+            reason = f"the cluster does not serve {pairing.ref.kind} (CRD not installed)"
+        elif pairing.live is None:
             kind, result = ActionKind.CREATE, Result.CREATED
         elif drift is not None:
             kind, result = ActionKind.UPDATE, Result.CONFIGURED
@@ -325,6 +333,7 @@ class _Planner:
             wave,
             pairing.desired,
             drift,
+            reason=reason,
             tracked=True,
         )
         self._add(action, hook=False)

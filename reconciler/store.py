@@ -150,6 +150,7 @@ class Store:
             raise StoreError(f"state store {path}: {exc}") from None
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        self._key: bytes | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -383,32 +384,31 @@ class Store:
 
     def verdict(self, *parts: str) -> str:
         """A keyed digest of what a verdict depends on (desired object, live
-        resourceVersion, ignore rules). Keyed so that the digest of a desired
+        values it sets, ignore rules). Keyed so that the digest of a desired
         Secret cannot be tested against guesses of its value."""
-        rows = self._query("SELECT value FROM meta WHERE key = 'verdict_key'")
-        if rows:
-            key = bytes.fromhex(rows[0]["value"])
-        else:
-            key = secrets.token_bytes(32)
-            with self._tx() as db:
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('verdict_key', ?)", (key.hex(),))
-            key = bytes.fromhex(
-                self._query("SELECT value FROM meta WHERE key = 'verdict_key'")[0]["value"]
-            )
-        digest = hmac.new(key, digestmod=hashlib.sha256)
+        digest = hmac.new(self._verdict_key(), digestmod=hashlib.sha256)
         for part in parts:
             digest.update(part.encode())
             digest.update(b"\0")
         return digest.hexdigest()
 
-    def in_sync(self, cluster: str, ref: ObjectRef, verdict: str) -> bool:
-        """Whether `ref` was found in sync under exactly this verdict digest."""
-        rows = self._query(
-            "SELECT 1 FROM in_sync WHERE cluster = ? AND grp = ? AND kind = ? AND namespace = ? "
-            "AND name = ? AND verdict = ?",
-            (cluster, *_key(ref), verdict),
-        )
-        return bool(rows)
+    def _verdict_key(self) -> bytes:
+        if self._key is None:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('verdict_key', ?)",
+                    (secrets.token_bytes(32).hex(),),
+                )
+            rows = self._query("SELECT value FROM meta WHERE key = 'verdict_key'")
+            self._key = bytes.fromhex(rows[0]["value"])
+        return self._key
+
+    def in_sync(self, cluster: str) -> dict[ObjectRef, str]:
+        """The verdict digest under which each object of `cluster` was last in sync."""
+        return {
+            _ref(r): r["verdict"]
+            for r in self._query("SELECT * FROM in_sync WHERE cluster = ?", (cluster,))
+        }
 
     def remember_in_sync(self, cluster: str, verdicts: Iterable[tuple[ObjectRef, str]]) -> None:
         with self._tx() as db:

@@ -225,6 +225,8 @@ class Cluster:
                 f"--token-auth-file={d / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
                 "--anonymous-auth=false",
+                # As on the homelab's clusters: node agents (coroot, cilium ...) run privileged.
+                "--allow-privileged=true",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={self._sa_pub}",
                 f"--service-account-signing-key-file={self._sa_key}",

@@ -19,7 +19,7 @@ import pygit2
 import yaml
 
 from testenv.clusters import RECONCILER_USER, Cluster, ClusterSet
-from tests.helpers_git import commit_files, pull
+from testenv.gitrepos import commit_files, pull
 
 CANARY = "canary-9f1c2e-do-not-print"
 SERVERS = {

@@ -12,7 +12,6 @@ from reconciler.cluster.client import (
     ObjectList,
     WatchEvent,
     WatchStream,
-    ref_of,
 )
 from reconciler.cluster.discovery import Resource
 from reconciler.cluster.errors import (
@@ -53,5 +52,4 @@ __all__ = [
     "WatchEvent",
     "WatchStream",
     "WriteRefused",
-    "ref_of",
 ]

@@ -48,7 +48,7 @@ from reconciler.cluster.errors import (
     WriteRefused,
 )
 from reconciler.config import Mode
-from reconciler.model import GroupKind, ObjectRef, api_group
+from reconciler.model import GroupKind, ObjectRef, object_ref
 
 FIELD_MANAGER = "reconciler"
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -73,17 +73,6 @@ class WatchEvent:
 
     type: str
     object: dict[str, Any]
-
-
-def ref_of(obj: Mapping[str, Any]) -> ObjectRef:
-    """The canonical key of a Kubernetes object given as a dict."""
-    metadata = obj.get("metadata") or {}
-    return ObjectRef(
-        api_group(str(obj.get("apiVersion", ""))),
-        str(obj.get("kind", "")),
-        str(metadata.get("namespace") or ""),
-        str(metadata.get("name", "")),
-    )
 
 
 def status_error(
@@ -324,7 +313,7 @@ class ClusterClient:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         """Server-side apply `obj`; returns the object as the server stored (or would store) it."""
-        ref = ref_of(obj)
+        ref = object_ref(obj)
         what = f"apply {ref}" + (" (dry-run)" if dry_run else "")
         self._check_writable(what, ref)
         resource = self.resource(ref.group, ref.kind)

@@ -91,7 +91,13 @@ def _align_maps(
             desired_view[key], live_view[key] = align(
                 value, live[key], owners.field(key), full=full
             )
-        elif value not in ({}, []):  # the server drops empty maps and lists
+        elif value in ({}, []):  # the server drops empty maps and lists
+            continue
+        elif _zero(value) and owners.field(key).known is not None:
+            # A zero value (false, 0, "") in an `omitempty` field is not serialised, but
+            # the manager that set it still owns the field: set to zero, not removed.
+            continue
+        else:
             desired_view[key] = value
     for key, value in live.items():
         if key not in wanted:
@@ -142,6 +148,13 @@ def _pairing(desired: list[Any], live: list[Any], known: FieldSet | None) -> Pai
     if not keys:
         return None
     return lambda d, lv: matches_key(lv, {name: d[name] for name in keys if name in d})
+
+
+def _zero(value: Any) -> bool:
+    """Whether `value` is the zero value Go's `omitempty` leaves out of JSON."""
+    if isinstance(value, bool):
+        return value is False
+    return (isinstance(value, int | float) and value == 0) or value == ""
 
 
 def unslot(view: Any) -> Any:

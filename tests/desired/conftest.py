@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers_git import (
+from testenv.gitrepos import (
     FIXTURE_URLS,
     FIXTURES,
     REPO_ROOT,

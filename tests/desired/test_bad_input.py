@@ -11,8 +11,8 @@ import yaml
 from reconciler.cli import main
 from reconciler.config import load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
+from testenv.gitrepos import FileContent, Symlink, make_upstream_and_clone
 from tests.desired.conftest import HELM, unused_port
-from tests.helpers_git import FileContent, Symlink, make_upstream_and_clone
 
 URL = "https://git.example.invalid/lab.git"
 SERVER = "https://10.20.0.40:6443"

@@ -14,7 +14,7 @@ from reconciler.catalogue import Catalogue, build_catalogue
 from reconciler.config import load_config
 from reconciler.desired import open_sources
 from reconciler.model import HelmParameter
-from tests.helpers_git import FileContent, make_upstream_and_clone
+from testenv.gitrepos import FileContent, make_upstream_and_clone
 
 MULTI_SOURCE: dict[str, Any] = {
     "apiVersion": "argoproj.io/v1alpha1",

@@ -11,8 +11,8 @@ import pygit2
 import pytest
 
 from reconciler.cli import main
+from testenv.gitrepos import commit_files, fixture_files, make_upstream_and_clone
 from tests.desired.conftest import write_config
-from tests.helpers_git import commit_files, fixture_files, make_upstream_and_clone
 
 GATUS = "kubernetes/platform/gatus/deployment.yaml"
 EXTRA = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: added-by-test\n"

@@ -12,7 +12,7 @@ import pytest
 from reconciler.config import RepoConfig
 from reconciler.errors import SourceError, TreeError
 from reconciler.sources.git import GitSource
-from tests.helpers_git import Symlink, commit_files, make_upstream_and_clone, pull
+from testenv.gitrepos import Symlink, commit_files, make_upstream_and_clone, pull
 
 APP_FILE = "deploy/cm.yaml"
 ORIGINAL = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n"

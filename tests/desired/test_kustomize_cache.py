@@ -13,7 +13,7 @@ from reconciler.config import RepoConfig
 from reconciler.model import App, AppOrigin, Source
 from reconciler.render import Tools, render_app
 from reconciler.sources.git import GitSource
-from tests.helpers_git import commit_files, make_upstream_and_clone
+from testenv.gitrepos import commit_files, make_upstream_and_clone
 
 KUSTOMIZATION = b"resources:\n  - cm.yaml\nnamePrefix: k-\n"
 CONFIG_MAP = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n"

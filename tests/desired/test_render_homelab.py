@@ -15,6 +15,7 @@ from reconciler.cli import main
 from reconciler.config import load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.model import App
+from testenv.gitrepos import FIXTURES
 from tests.desired.conftest import (
     ChartRepo,
     Homelab,
@@ -23,7 +24,6 @@ from tests.desired.conftest import (
     unused_port,
     write_config,
 )
-from tests.helpers_git import FIXTURES
 
 # Applications whose sources live in GitHub repositories outside the three configured.
 UNCONFIGURED = {

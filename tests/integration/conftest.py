@@ -11,8 +11,8 @@ import pygit2
 import pytest
 
 from testenv.clusters import ClusterSet
+from testenv.gitrepos import make_upstream_and_clone
 from tests.helpers_cluster import unique
-from tests.helpers_git import make_upstream_and_clone
 from tests.helpers_lab import SERVERS, Lab, app_files
 
 

@@ -147,7 +147,7 @@ def test_deleting_a_namespace_finishes(cluster: Cluster, namespace: str) -> None
         return False
 
     # Finalization (emptying the namespace, then removing it) is controller-manager's work.
-    wait_for(gone, 30, f"namespace {namespace} to be finalized")
+    wait_for(gone, 60, f"namespace {namespace} to be finalized")
 
 
 def test_prod_reconciler_identity_is_refused_writes_and_audited(clusters: ClusterSet) -> None:

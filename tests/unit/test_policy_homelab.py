@@ -14,8 +14,8 @@ from reconciler.config import load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.model import Manifest, Origin, Violation, object_ref
 from reconciler.policy import Policies
+from testenv.gitrepos import FIXTURE_URLS, FIXTURES, fixture_files, make_upstream_and_clone
 from tests.desired.conftest import chart_sources, fixture_applications, unused_port, write_config
-from tests.helpers_git import FIXTURE_URLS, FIXTURES, fixture_files, make_upstream_and_clone
 from tests.unit.policy_helpers import shipped
 
 MCP = "mcp-servers-only-on-agentic"

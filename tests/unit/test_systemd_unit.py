@@ -104,7 +104,7 @@ try:
     sys.exit("the filter is not active")
 except PermissionError:
     pass
-from tests.helpers_git import SIGNATURE
+from testenv.gitrepos import SIGNATURE
 upstream = pygit2.init_repository({str(tmp_path / "upstream")!r}, bare=True)
 tree = upstream.TreeBuilder()
 tree.insert("a.yaml", upstream.create_blob(b"kind: ConfigMap\\n"), pygit2.enums.FileMode.BLOB)
