@@ -9,6 +9,7 @@ sends no request that writes, dry-run included.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -34,10 +35,10 @@ from reconciler.diff import diff_object, parse_ignore_rules
 from reconciler.diff.fingerprint import basis
 from reconciler.diff.ignore import IgnoreRule
 from reconciler.errors import ReconcilerError
+from reconciler.health import object_health, worst
 from reconciler.model import (
     App,
     Drift,
-    DriftType,
     GroupKind,
     Manifest,
     ObjectRef,
@@ -66,6 +67,8 @@ TAKEOVER_MANAGERS = re.compile(r"^(kubectl(-.+)?|before-first-apply)$")
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
 _RETRIES = (0.5, 1.0, 2.0)
 _CRD_SETTLE_S = 10.0
+_WROTE = (Result.CREATED, Result.CONFIGURED)
+_HOOK_DELETE_S = 30.0
 
 T = TypeVar("T")
 Rules = dict[str, tuple[IgnoreRule, ...]]
@@ -389,11 +392,7 @@ class ClusterEngine:
         outcomes = tuple(o for _, o in executed)
         if not (self.report_only or dry_run):
             self._record_inventory(inventory, by_app, executed, manifests, scope)
-        fixed = {
-            o.ref
-            for o in outcomes
-            if o.result in (Result.CREATED, Result.CONFIGURED, Result.PRUNED)
-        }
+        fixed = {o.ref for o in outcomes if o.result in (*_WROTE, Result.PRUNED)}
         report = Report(
             cluster=self.name,
             mode=self.mode,
@@ -406,7 +405,8 @@ class ClusterEngine:
             duration_s=time.monotonic() - started,
         )
         if not dry_run:
-            self._record(report, apps, started_at, scope)
+            healths = self._healths(manifests, {o.ref for o in outcomes if o.result in _WROTE})
+            self._record(report, apps, healths, started_at, scope)
         return report
 
     def _unserved(self, manifests: Sequence[Manifest]) -> set[GroupKind]:
@@ -464,7 +464,8 @@ class ClusterEngine:
             if action.kind is ActionKind.PRUNE:
                 live = self._live_or_none(action.ref)
                 uid = (live or {}).get("metadata", {}).get("uid")
-                _retrying(lambda: self.client.delete(action.ref, uid=uid))
+                with contextlib.suppress(NotFound):  # gone already: pruned all the same
+                    _retrying(lambda: self.client.delete(action.ref, uid=uid))
                 return Outcome(action.app, action.ref, Result.PRUNED)
             assert action.manifest is not None, "a create, update or hook carries a manifest"
             obj = action.manifest.obj
@@ -480,6 +481,12 @@ class ClusterEngine:
                 self.store.remember_in_sync(self.name, [(action.ref, verdict)])
             result = Result.CREATED if action.kind is not ActionKind.UPDATE else Result.CONFIGURED
             return Outcome(action.app, action.ref, result, action.reason)
+        except NotFound as exc:
+            # An apply creates what is missing, so a 404 means its namespace is missing.
+            where = (
+                f"; does namespace {action.ref.namespace} exist?" if action.ref.namespace else ""
+            )
+            return Outcome(action.app, action.ref, Result.FAILED, f"{exc}{where}")
         except ReconcilerError as exc:
             return Outcome(action.app, action.ref, Result.FAILED, str(exc))
 
@@ -503,10 +510,32 @@ class ClusterEngine:
                 time.sleep(0.5)
 
     def _delete_if_present(self, ref: ObjectRef) -> None:
+        """Delete a hook's previous run and wait until it is gone, so the new one is
+        created rather than applied onto an object being deleted."""
+        deadline = time.monotonic() + _HOOK_DELETE_S
         try:
             _retrying(lambda: self.client.delete(ref, propagation="Foreground"))
+            while time.monotonic() < deadline:
+                self.client.get(ref)
+                time.sleep(0.25)
         except NotFound:
             return
+        raise ClusterError(self.name, f"{ref}: the previous hook run is still being deleted", ref)
+
+    def _healths(
+        self, manifests: Sequence[Manifest], just_written: Collection[ObjectRef]
+    ) -> dict[str, str | None]:
+        """Each app's health: that of its least healthy object, Missing if one is absent
+        (an object written moments ago, not yet seen by the cache, is Progressing)."""
+        by_app: dict[str, list[str]] = defaultdict(list)
+        for m in manifests:
+            live = self._live_or_none(m.ref)
+            if live is not None:
+                health = object_health(live)
+            else:
+                health = "Progressing" if m.ref in just_written else "Missing"
+            by_app[m.origin.app].append(health)
+        return {app: worst(healths) for app, healths in by_app.items()}
 
     def _record_inventory(
         self,
@@ -533,6 +562,7 @@ class ClusterEngine:
         self,
         report: Report,
         apps: Sequence[App],
+        healths: Mapping[str, str | None],
         started_at: str,
         scope: Collection[str] | None,
     ) -> None:
@@ -543,11 +573,11 @@ class ClusterEngine:
         for o in report.outcomes:
             if o.result is Result.FAILED:
                 errors_by_app.setdefault(o.app, f"{o.ref}: {o.message}")
-        missing = {app for app, d in report.drifts if d.type is DriftType.MISSING}
         records = []
         for app in apps:
             argo = report.argocd.get(app.name)
-            health = "Missing" if app.name in missing else (argo.health if argo else None)
+            # Argo CD's own verdict wins where it has one (report-mode clusters).
+            health = argo.health if argo and argo.health else healths.get(app.name)
             synced = not drift_by_app[app.name] and app.name not in errors_by_app
             records.append(
                 AppRecord(

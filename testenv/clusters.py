@@ -258,9 +258,10 @@ class Cluster:
         )
 
     def start(self) -> None:
+        """etcd and the API server; controller-manager follows once the API is ready, as
+        it gives up after a few seconds of waiting for it on a loaded machine."""
         self.start_etcd()
         self.start_apiserver()
-        self.start_controller_manager()
 
     def stop_process(self, name: str, timeout: float = 3.0) -> None:
         """Stop one server (a fault test's API server outage); SIGKILL if it lingers."""
@@ -299,6 +300,14 @@ class Cluster:
             return payload.decode()
 
     def wait_ready(self, deadline: float) -> None:
+        """The API server serves, and the default ServiceAccount proves controller-manager
+        is running too."""
+        self._wait(("/readyz", "/api/v1/namespaces/default/serviceaccounts/default"), deadline)
+
+    def wait_apiserver(self, deadline: float) -> None:
+        self._wait(("/readyz",), deadline)
+
+    def _wait(self, paths: Sequence[str], deadline: float) -> None:
         last: str = "not contacted"
         while time.monotonic() < deadline:
             for name, proc in self._procs.items():
@@ -308,9 +317,8 @@ class Cluster:
                         f"see {self.directory / (name + '.log')}"
                     )
             try:
-                self.request("GET", "/readyz")
-                # The default ServiceAccount proves controller-manager is running too.
-                self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+                for path in paths:
+                    self.request("GET", path)
                 return
             except (urllib.error.URLError, OSError) as exc:
                 last = str(exc)
@@ -415,6 +423,9 @@ class ClusterSet:
                 c.prepare()
                 c.start()
             deadline = time.monotonic() + timeout
+            for c in self:
+                c.wait_apiserver(deadline)
+                c.start_controller_manager()
             for c in self:
                 c.wait_ready(deadline)
                 c.grant_reconciler()

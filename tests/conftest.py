@@ -30,7 +30,7 @@ _versions: dict[str, str] = {}
 def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
     # Short base path: etcd and the API server dislike very long socket paths.
     cluster_set = ClusterSet(tmp_path_factory.mktemp("clusters"))
-    cluster_set.start(timeout=float(os.environ.get("RECONCILER_TESTENV_TIMEOUT", "60")))
+    cluster_set.start(timeout=float(os.environ.get("RECONCILER_TESTENV_TIMEOUT", "120")))
     for c in cluster_set:
         _versions[c.name] = c.version()
     try:

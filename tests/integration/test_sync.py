@@ -150,3 +150,41 @@ def test_prod_is_only_reported_on_and_never_written(lab: Lab) -> None:
     assert ("Deployment", "missing") in rows
     no_canary(done.stdout, done.stderr)
     assert writes_by_reconciler(prod) == []
+
+
+def test_a_post_sync_hook_runs_after_the_sync_and_is_replaced_on_the_next(lab: Lab) -> None:
+    agentic = lab.clusters["agentic"]
+    ns = lab.namespaces["agentic"]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "smoke",
+            "annotations": {
+                "argocd.argoproj.io/hook": "PostSync",
+                "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
+            },
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "check", "image": "busybox:1.36"}],
+                }
+            }
+        },
+    }
+    lab.commit({"deploy/agentic/hook.yaml": yaml.safe_dump(job).encode()}, "a PostSync hook")
+    first = lab.run("sync", "--cluster", "agentic")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    hook_line = next(i for i, line in enumerate(lines) if "Job.batch" in line)
+    deployment_line = next(i for i, line in enumerate(lines) if "Deployment.apps" in line)
+    assert hook_line > deployment_line, "PostSync runs after the sync phase"
+    uid = live(agentic, f"/apis/batch/v1/namespaces/{ns}/jobs/smoke")["metadata"]["uid"]
+
+    lab.commit(app_files("agentic", ns, replicas=2), "a change, so the hook runs again")
+    second = lab.run("sync", "--cluster", "agentic")
+    assert second.returncode == 0, second.stderr
+    new = live(agentic, f"/apis/batch/v1/namespaces/{ns}/jobs/smoke")["metadata"]["uid"]
+    assert new != uid, "BeforeHookCreation deleted the previous run first"
