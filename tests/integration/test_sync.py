@@ -6,11 +6,13 @@ GitOps lab (tests/helpers_lab.py); the API servers' audit logs show what it sent
 
 from __future__ import annotations
 
+import contextlib
 import json
+import urllib.error
 
 import yaml
 
-from tests.helpers_cluster import unique
+from tests.helpers_cluster import create_crd, unique, wait_for
 from tests.helpers_lab import (
     Lab,
     app_files,
@@ -188,3 +190,34 @@ def test_a_post_sync_hook_runs_after_the_sync_and_is_replaced_on_the_next(lab: L
     assert second.returncode == 0, second.stderr
     new = live(agentic, f"/apis/batch/v1/namespaces/{ns}/jobs/smoke")["metadata"]["uid"]
     assert new != uid, "BeforeHookCreation deleted the previous run first"
+
+
+def test_argo_cds_own_status_is_shown_beside_the_reconcilers_view_on_prod(lab: Lab) -> None:
+    prod = lab.clusters["prod"]
+    with contextlib.suppress(urllib.error.HTTPError):  # another test may have installed it
+        create_crd(prod, "argoproj.io", "Application")
+    with contextlib.suppress(urllib.error.HTTPError):
+        prod.request("POST", "/api/v1/namespaces", {"metadata": {"name": "argocd"}})
+    application = {
+        "apiVersion": "argoproj.io/v1",
+        "kind": "Application",
+        "metadata": {"name": "web-prod", "namespace": "argocd"},
+        "spec": {},
+        "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}},
+    }
+
+    def created() -> bool:
+        try:
+            prod.request("POST", "/apis/argoproj.io/v1/namespaces/argocd/applications", application)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 409  # already there
+        return True
+
+    wait_for(created, 30, "the Application CRD to be served")
+    done = lab.run("diff", "--cluster", "prod")
+    assert done.returncode == 1, done.stderr
+    assert (
+        "prod/web-prod: reconciler OutOfSync (3 drifted), Argo CD Synced/Healthy  <- they disagree"
+        in done.stderr
+    )
+    prod.request("DELETE", "/apis/argoproj.io/v1/namespaces/argocd/applications/web-prod")
