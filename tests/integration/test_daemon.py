@@ -26,6 +26,7 @@ from tests.helpers_lab import (
     app_files,
     kubectl,
     live,
+    no_canary,
     writes_by_reconciler,
 )
 
@@ -40,9 +41,10 @@ fetch_interval_s = 3600
 
 
 class Daemon:
-    def __init__(self, lab: Lab, log: Path) -> None:
+    def __init__(self, lab: Lab, log: Path, state_dir: Path) -> None:
         self.lab = lab
         self.log_path = log
+        self.state_dir = state_dir
         self._log = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler.cli", "run", "--config", str(lab.config)],
@@ -73,7 +75,7 @@ def daemon(lab: Lab, tmp_path: Path) -> Iterator[Daemon]:
     config = lab.config.read_text()
     config = config.replace(config[: config.index("[[repos]]")], "")
     lab.config.write_text(FAST.format(state=tmp_path / "state") + config)
-    running = Daemon(lab, tmp_path / "daemon.log")
+    running = Daemon(lab, tmp_path / "daemon.log", tmp_path / "state")
     try:
         wait_for(lambda: _ready(running), 120, "the daemon's first full reconcile")
         yield running
@@ -161,6 +163,9 @@ def test_commits_are_applied_and_edits_reverted_on_agentic_but_only_reported_on_
     assert daemon.stop() == 0
     assert time.monotonic() - started < 10
     assert daemon.status()["daemon"]["running"] is False
+    # The lab's Secret holds a canary: never in the daemon's logs or its state store.
+    state = b"".join(p.read_bytes() for p in daemon.state_dir.glob("state.db*"))
+    no_canary(daemon.log_path.read_text(), state.decode("utf-8", "replace"))
 
 
 def test_metrics_are_served(daemon: Daemon) -> None:
