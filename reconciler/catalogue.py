@@ -283,9 +283,11 @@ def _source(raw: Mapping[str, Any], ctx: _Context, key: str) -> Source:
     if ref is not None and not isinstance(ref, str):
         raise _Invalid(f"{key}.ref must be a string")
     kustomize = raw.get("kustomize")
+    if kustomize is not None and not isinstance(kustomize, dict):
+        raise _Invalid(f"{key}.kustomize must be a mapping")
     if kustomize:
         raise _Invalid(
-            f"{key}.kustomize options ({', '.join(sorted(kustomize))}) are not supported"
+            f"{key}.kustomize options ({', '.join(sorted(map(str, kustomize)))}) are not supported"
         )
     return Source(
         repo_url=url,

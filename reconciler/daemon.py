@@ -17,8 +17,8 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -26,6 +26,7 @@ import watchfiles
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler import logs, systemd
+from reconciler.catalogue import Catalogue
 from reconciler.cluster import ClusterError, Unreachable
 from reconciler.config import Config
 from reconciler.desired import Desired
@@ -161,14 +162,13 @@ class Worker(threading.Thread):
             i.ref for i in daemon.store.inventory(name)
         )
         self._track_reverts(report, {m.ref: _digest(m.obj) for m in cluster_desired.manifests})
-        unreachable = [e for e in report.errors if e.ref is None and "unreachable" in e.message]
         daemon.store.record_cluster(
-            name, self.engine.mode, not unreachable, str(unreachable[0]) if unreachable else None
+            name, self.engine.mode, report.unreachable is None, report.unreachable
         )
         drift_by_app = {app.name: 0 for app in apps}
         for app, _ in report.drifts:
             drift_by_app[app] = drift_by_app.get(app, 0) + 1
-        daemon.metrics.set_reachable(name, not unreachable)
+        daemon.metrics.set_reachable(name, report.unreachable is None)
         daemon.metrics.observe_reconcile(
             name,
             "report" if self.engine.report_only else "apply",
@@ -197,6 +197,37 @@ class Worker(threading.Thread):
             self._applied[outcome.ref] = digest
 
 
+def keep_last_good(new: Desired, old: Desired | None, broken: Collection[str]) -> Desired:
+    """`new`, with the apps of the `broken` repos (unreadable, corrupt, ref gone) taken
+    from `old`, the last desired state rendered: a repo that cannot be read must not
+    make its apps vanish (their objects would be left unmanaged, edits no longer
+    reverted), nor change them. Apps of those repos that `new` still has are kept."""
+    if old is None or not broken:
+        return new
+    present = {app.name for app in new.catalogue.apps}
+    kept = [a for a in old.catalogue.apps if a.origin.repo in broken and a.name not in present]
+    if not kept:
+        return new
+    names = {app.name for app in kept}
+    clusters = {}
+    for name, now_ in new.clusters.items():
+        before = old.clusters.get(name)
+        if before is None:
+            clusters[name] = now_
+            continue
+        taken = {m.ref for m in now_.manifests}
+        clusters[name] = replace(
+            now_,
+            manifests=now_.manifests
+            + tuple(m for m in before.manifests if m.origin.app in names and m.ref not in taken),
+            apps=now_.apps + tuple(a for a in before.apps if a in names),
+            failed=now_.failed + tuple(a for a in before.failed if a in names),
+            errors=now_.errors + tuple(e for e in before.errors if e.app in names),
+        )
+    catalogue = Catalogue(new.catalogue.apps + tuple(kept), new.catalogue.errors)
+    return Desired(clusters, new.errors, catalogue)
+
+
 def _digest(obj: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -215,6 +246,7 @@ class Daemon:
         self.store = self.session.store
         self.desired: Desired | None = None
         self._commits: dict[str, str] = {}
+        self._repo_errors: dict[str, str] = {}
         self._render_lock = threading.Lock()
         self.workers.update(
             {name: Worker(self, engine) for name, engine in self.session.engines.items()}
@@ -234,8 +266,16 @@ class Daemon:
         """Render desired state again if a tracked commit moved; True when it did."""
         with self._render_lock:
             desired = self.session.render(fetch=fetch)
-            commits = {r["name"]: r["commit"] for r in self.store.repos() if r["commit"]}
+            repos = self.store.repos()
+            commits = {r["name"]: r["commit"] for r in repos if r["commit"]}
+            unreadable = {r["name"]: str(r["error"]) for r in repos if r["error"]}
+            for name, problem in sorted(unreadable.items()):
+                if self._repo_errors.get(name) != problem:
+                    self.log.error("repo.unreadable", repo=name, error=problem)
+            self._repo_errors = unreadable
             changed = self.desired is None or commits != self._commits
+            # A repo that cannot be read right now keeps its apps' last good desired state.
+            desired = keep_last_good(desired, self.desired, unreadable)
             self.desired = desired
             if changed:
                 self.log.info("desired.rendered", commits=commits, errors=len(desired.errors))
@@ -330,16 +370,22 @@ class Daemon:
         paths += [r.path for r in self.config.repos if (r.path / "refs").is_dir()]  # bare
         if not paths:
             return
-        for _changes in watchfiles.watch(
+        watching = False
+        for changes in watchfiles.watch(
             *paths,
             watch_filter=_git_ref_filter,
             stop_event=self.stopping,
             debounce=int(self.config.daemon.debounce_s * 1000),
             rust_timeout=1000,
-            yield_on_timeout=False,
+            yield_on_timeout=True,
             raise_interrupt=False,
         ):
-            self._commit_moved(fetch=False)
+            # The first (possibly empty) yield comes once the watch is in place: look
+            # again then, or a commit made after the first render but before the
+            # watch began would wait for the next periodic fetch.
+            if changes or not watching:
+                watching = True
+                self._commit_moved(fetch=False)
 
     def _serve_metrics(self) -> None:
         address = self.config.daemon.metrics_address

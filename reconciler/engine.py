@@ -10,8 +10,6 @@ sends no request that writes, dry-run included.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import re
 import time
 from collections import Counter, defaultdict
@@ -28,11 +26,12 @@ from reconciler.cluster import (
     NotFound,
     NotSynced,
     UnknownKind,
+    Unreachable,
 )
 from reconciler.config import ClusterConfig
 from reconciler.desired import ClusterDesired
 from reconciler.diff import diff_object, parse_ignore_rules
-from reconciler.diff.fingerprint import basis
+from reconciler.diff.fingerprint import canonical, project
 from reconciler.diff.ignore import IgnoreRule
 from reconciler.errors import ReconcilerError
 from reconciler.health import object_health, worst
@@ -71,7 +70,17 @@ _WROTE = (Result.CREATED, Result.CONFIGURED)
 _HOOK_DELETE_S = 30.0
 
 T = TypeVar("T")
-Rules = dict[str, tuple[IgnoreRule, ...]]
+
+
+@dataclass(frozen=True)
+class AppRules:
+    """An app's ignore rules, with the text a verdict is keyed by (made once per app)."""
+
+    rules: tuple[IgnoreRule, ...] = ()
+    key: str = "()"
+
+
+Rules = dict[str, AppRules]
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,7 @@ class Report:
     outcomes: tuple[Outcome, ...] = ()
     notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     duration_s: float = 0.0
+    unreachable: str | None = None  # why the cluster stopped answering mid-apply
 
     @property
     def counts(self) -> Counter[Result]:
@@ -159,6 +169,7 @@ class ClusterEngine:
         # resync of an unchanged object costs a digest, not a diff.
         self._memo: dict[ObjectRef, tuple[str, Drift | None]] = {}
         self._policy_memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
+        self._prepared: tuple[ClusterDesired, list[Manifest], dict[ObjectRef, str]] | None = None
 
     @property
     def mode(self) -> str:
@@ -212,7 +223,9 @@ class ClusterEngine:
         verdicts = self.store.in_sync(self.name)
         for m in manifests:
             try:
-                found = self._diff(m, rules.get(m.origin.app, ()), verdicts, in_sync)
+                found = self._diff(m, rules.get(m.origin.app, AppRules()), verdicts, in_sync)
+            except Unreachable:
+                raise  # the whole reconcile waits for the cluster, not each object in turn
             except ReconcilerError as exc:
                 errors.append(ObjectError(m.origin.app, m.ref, str(exc)))
                 continue
@@ -240,9 +253,22 @@ class ClusterEngine:
         return report, rules
 
     def _desired(self, desired: ClusterDesired) -> list[Manifest]:
-        if self.report_only:
-            return list(desired.manifests)
-        return [_tracked(m) for m in desired.manifests]
+        """The cluster's manifests as they are applied (tracking label on apply-mode
+        clusters), with their canonical text; made once per render, not per resync."""
+        if self._prepared is None or self._prepared[0] is not desired:
+            manifests = [m if self.report_only else _tracked(m) for m in desired.manifests]
+            texts = {m.ref: canonical(m.obj) for m in manifests}
+            self._prepared = (desired, manifests, texts)
+        return self._prepared[1]
+
+    def _text(self, m: Manifest) -> str:
+        texts = self._prepared[2] if self._prepared else {}
+        text = texts.get(m.ref)
+        return text if text is not None else canonical(m.obj)
+
+    def _verdict(self, m: Manifest, live: Mapping[str, Any], rules: AppRules) -> str:
+        """The digest an in-sync verdict for `m` against `live` is remembered under."""
+        return self.store.verdict(self._text(m), canonical(project(live, m.obj)), rules.key)
 
     def _follow(
         self, manifests: Sequence[Manifest], inventory: Sequence[InventoryItem]
@@ -261,14 +287,14 @@ class ClusterEngine:
 
     def _ignore_rules(self, apps: Sequence[App], errors: list[ObjectError]) -> Rules:
         shared = (*self.policies.ignore_rules(self.name), *_TRACKING_RULE)
-        rules: dict[str, tuple[IgnoreRule, ...]] = {}
+        rules: Rules = {}
         for app in apps:
             try:
                 own = parse_ignore_rules(app.ignore_differences, f"app {app.name}")
             except ReconcilerError as exc:
                 errors.append(ObjectError(app.name, None, str(exc)))
                 own = ()
-            rules[app.name] = own + shared
+            rules[app.name] = AppRules(own + shared, repr(own + shared))
         return rules
 
     def _live(self, ref: ObjectRef) -> Mapping[str, Any] | None:
@@ -282,14 +308,15 @@ class ClusterEngine:
     def _diff(
         self,
         m: Manifest,
-        rules: tuple[IgnoreRule, ...],
+        app_rules: AppRules,
         verdicts: Mapping[ObjectRef, str],
         in_sync: list[tuple[ObjectRef, str]],
     ) -> Drift | None:
+        rules = app_rules.rules
         live = self._live(m.ref)
         if live is None:
             return diff_object(m.ref, m.obj, None, ignore=rules)
-        verdict = self.store.verdict(*basis(m.obj, live), repr(rules))
+        verdict = self._verdict(m, live, app_rules)
         remembered = self._memo.get(m.ref)
         if remembered is not None and remembered[0] == verdict:
             return remembered[1]
@@ -315,8 +342,7 @@ class ClusterEngine:
         memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
         found: list[Violation] = []
         for m in manifests:
-            text = json.dumps(m.obj, sort_keys=True, default=str)
-            key = ("desired", m.ref, hashlib.sha256(text.encode()).hexdigest())
+            key = ("desired", m.ref, self._text(m))
             hit = self._policy_memo.get(key)
             memo[key] = hit if hit is not None else self.policies.evaluate(self.name, [m])
             found += memo[key]
@@ -388,7 +414,7 @@ class ClusterEngine:
             render_failed=desired.failed,
             unserved=self._unserved(manifests),
         )
-        executed = self._execute(the_plan, rules, held or {})
+        executed, unreachable = self._execute(the_plan, rules, held or {})
         outcomes = tuple(o for _, o in executed)
         if not (self.report_only or dry_run):
             self._record_inventory(inventory, by_app, executed, manifests, scope)
@@ -403,6 +429,7 @@ class ClusterEngine:
             outcomes=outcomes,
             notes=the_plan.notes,
             duration_s=time.monotonic() - started,
+            unreachable=unreachable,
         )
         if not dry_run:
             healths = self._healths(manifests, {o.ref for o in outcomes if o.result in _WROTE})
@@ -425,13 +452,20 @@ class ClusterEngine:
 
     def _execute(
         self, the_plan: Plan, rules: Rules, held: Mapping[ObjectRef, str]
-    ) -> list[tuple[Action, Outcome]]:
+    ) -> tuple[list[tuple[Action, Outcome]], str | None]:
+        """Carry out the plan in order; also says why the cluster stopped answering."""
         executed: list[tuple[Action, Outcome]] = []
         failed_apps: set[str] = set()
         # Kinds whose CRD this reconcile applied: they may take a moment to be served.
         new_kinds: set[GroupKind] = set()
+        # Once the cluster stops answering, the rest of the plan waits for the next
+        # reconcile rather than spending the retries of every object on a dead server.
+        unreachable: str | None = None
         for action in the_plan.actions:
-            if not action.writes:
+            if action.writes and unreachable is not None:
+                reason = f"not attempted: {unreachable}"
+                outcome = Outcome(action.app, action.ref, Result.SKIPPED, reason)
+            elif not action.writes:
                 outcome = Outcome(action.app, action.ref, action.result, action.reason)
                 if outcome.result is Result.FAILED:
                     failed_apps.add(action.app)
@@ -443,13 +477,20 @@ class ClusterEngine:
                 outcome = Outcome(action.app, action.ref, Result.SKIPPED, reason)
             else:
                 settle = GroupKind(action.ref.group, action.ref.kind) in new_kinds
-                outcome = self._write(action, settle, rules.get(action.app, ()))
+                try:
+                    outcome = self._write(action, settle, rules.get(action.app, AppRules()))
+                except Unreachable as exc:
+                    unreachable = str(exc)
+                    outcome = Outcome(action.app, action.ref, Result.FAILED, unreachable)
                 if outcome.result is Result.FAILED:
                     failed_apps.add(action.app)
                 elif action.manifest is not None and action.ref.kind == "CustomResourceDefinition":
                     new_kinds.add(_defined_kind(action.manifest.obj))
             executed.append((action, outcome))
-            log = self.log.warning if outcome.result is Result.FAILED else self.log.info
+            # Unchanged objects are the steady state: logging each would flood the journal.
+            log = {Result.FAILED: self.log.warning, Result.UNCHANGED: self.log.debug}.get(
+                outcome.result, self.log.info
+            )
             log(
                 "object",
                 app=outcome.app,
@@ -457,9 +498,9 @@ class ClusterEngine:
                 result=outcome.result.value,
                 **({"reason": outcome.message} if outcome.message else {}),
             )
-        return executed
+        return executed, unreachable
 
-    def _write(self, action: Action, settle: bool, rules: tuple[IgnoreRule, ...]) -> Outcome:
+    def _write(self, action: Action, settle: bool, rules: AppRules) -> Outcome:
         try:
             if action.kind is ActionKind.PRUNE:
                 live = self._live_or_none(action.ref)
@@ -477,10 +518,17 @@ class ClusterEngine:
             if action.tracked or action.kind is ActionKind.HOOK:
                 # What was just applied is in sync: the next reconcile needs no dry-run
                 # (a hook is desired state too, and is diffed like the rest).
-                verdict = self.store.verdict(*basis(obj, applied), repr(rules))
+                verdict = self._verdict(action.manifest, applied, rules)
                 self.store.remember_in_sync(self.name, [(action.ref, verdict)])
+            if action.tracked:
+                api_version = str(obj.get("apiVersion", ""))
+                self.store.add_inventory(
+                    self.name, [InventoryItem(action.app, action.ref, api_version)]
+                )
             result = Result.CREATED if action.kind is not ActionKind.UPDATE else Result.CONFIGURED
             return Outcome(action.app, action.ref, result, action.reason)
+        except Unreachable:
+            raise
         except NotFound as exc:
             # An apply creates what is missing, so a 404 means its namespace is missing.
             where = (

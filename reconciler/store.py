@@ -370,6 +370,15 @@ class Store:
             )
         ]
 
+    def add_inventory(self, cluster: str, items: Iterable[InventoryItem]) -> None:
+        """Record objects the moment they are applied, so a reconcile killed halfway
+        still leaves them in the inventory (and prunable) for the next one."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO inventory VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(cluster, i.app, *_key(i.ref), i.api_version) for i in items],
+            )
+
     def replace_inventory(
         self, cluster: str, items: Iterable[InventoryItem], scope: Collection[str] | None = None
     ) -> None:

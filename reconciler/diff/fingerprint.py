@@ -24,9 +24,6 @@ def project(live: Any, desired: Any) -> Any:
     return live
 
 
-def basis(desired: Mapping[str, Any], live: Mapping[str, Any]) -> tuple[str, str]:
-    """The canonical (desired, projected live) texts a verdict is keyed by."""
-    return (
-        json.dumps(desired, sort_keys=True, default=str),
-        json.dumps(project(live, desired), sort_keys=True, default=str),
-    )
+def canonical(obj: Any) -> str:
+    """One text per value, whatever the order of its keys."""
+    return json.dumps(obj, sort_keys=True, default=str)

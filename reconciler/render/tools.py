@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -64,24 +65,31 @@ def run_tool(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> str:
-    """stdout of `argv`; RenderError naming `what` on failure, timeout or missing binary."""
+    """stdout of `argv`; RenderError naming `what` on failure, timeout or missing binary.
+
+    The tool runs in a session of its own, so a timeout kills everything it
+    started (helm plugins, a shell's children), not only the tool itself."""
     try:
-        done = subprocess.run(
+        proc = subprocess.Popen(
             list(argv),
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise RenderError(f"{what}: {argv[0]} not found") from None
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         raise RenderError(f"{what}: timed out after {timeout:g}s") from None
-    if done.returncode != 0:
-        raise RenderError(f"{what}: {_tail(done.stderr)}")
-    return done.stdout.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise RenderError(f"{what}: {_tail(stderr)}")
+    return stdout.decode("utf-8", "replace")
 
 
 def _tail(stderr: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconciler.diff.fingerprint import basis, project
+from reconciler.diff.fingerprint import canonical, project
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -29,6 +29,11 @@ LIVE: dict[str, Any] = {
     },
     "status": {"replicas": 0},
 }
+
+
+def basis(desired: dict[str, Any], live: dict[str, Any]) -> tuple[str, str]:
+    """What the engine keys a verdict by: desired, and live as far as desired reaches."""
+    return canonical(desired), canonical(project(live, desired))
 
 
 def test_projection_keeps_only_the_desired_shape_and_whole_lists() -> None:
