@@ -55,6 +55,7 @@ from testenv.clusters import (  # noqa: E402
     Cluster,
     ClusterSet,
 )
+from testenv.config import Repo, targets, write_config  # noqa: E402
 from testenv.gitrepos import commit_files, make_upstream_and_clone, pull  # noqa: E402
 
 PYTHON = sys.executable
@@ -204,33 +205,19 @@ class Lab:
         pull(self.clone)
 
     def config(self, state: Path, *, resync_s: float = 3600.0) -> Path:
-        lines = [
-            "[daemon]",
-            f'state_dir = "{state}"',
-            'metrics_address = ""',
-            f"debounce_s = {DEBOUNCE_S}",
-            f"resync_interval_s = {resync_s}",
-            "fetch_interval_s = 3600",
-            "[logs]",
-            'level = "info"',
-            "[[repos]]",
-            'name = "lab"',
-            f'path = "{self.clone}"',
-            f'url = "{REPO_URL}"',
-            'apps = ["apps"]',
-        ]
-        for c in self.clusters:
-            lines += [
-                "[[clusters]]",
-                f'name = "{c.name}"',
-                f'mode = "{"report" if c.report_only else "apply"}"',
-                f"argocd = {'true' if c.report_only else 'false'}",
-                f'kubeconfig = "{c.reconciler_kubeconfig}"',
-                f'servers = ["{SERVERS[c.name]}"]',
-            ]
-        path = state.with_suffix(".toml")
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        daemon = {
+            "state_dir": state,
+            "metrics_address": "",
+            "debounce_s": DEBOUNCE_S,
+            "resync_interval_s": resync_s,
+            "fetch_interval_s": 3600,
+        }
+        return write_config(
+            state.with_suffix(".toml"),
+            [Repo("lab", self.clone, REPO_URL)],
+            targets(self.clusters, SERVERS),
+            {"daemon": daemon, "logs": {"level": "info"}},
+        )
 
 
 def argocd_applies(prod: Cluster, namespaces: Sequence[str], files: Sequence[Path]) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from testenv.clusters import Cluster, ClusterSet
+from testenv.config import Repo, targets, write_config
 from testenv.gitrepos import FIXTURE_URLS, REPO_ROOT, fixture_files, make_upstream_and_clone
 
 BASE = REPO_ROOT / ".demo"
@@ -65,35 +66,6 @@ def reconciler(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
-
-
-def write_config(clusters: ClusterSet, clones: dict[str, Path]) -> Path:
-    lines = [
-        "[daemon]",
-        f'state_dir = "{BASE / "state"}"',
-        'metrics_address = "127.0.0.1:0"',
-        "resync_interval_s = 30",
-    ]
-    for name, clone in clones.items():
-        lines += [
-            "[[repos]]",
-            f'name = "{name}"',
-            f'path = "{clone}"',
-            f'url = "{FIXTURE_URLS[name]}"',
-            'apps = ["kubernetes/argocd-apps"]',
-        ]
-    for c in clusters:
-        lines += [
-            "[[clusters]]",
-            f'name = "{c.name}"',
-            f'mode = "{"report" if c.report_only else "apply"}"',
-            f"argocd = {str(c.report_only).lower()}",
-            f'kubeconfig = "{c.reconciler_kubeconfig}"',
-            f'servers = ["{SERVERS[c.name]}"]',
-        ]
-    path = BASE / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def first_of(config: Path, cluster: str, kind: str) -> dict[str, Any]:
@@ -172,7 +144,21 @@ def main() -> int:
         for name in FIXTURE_URLS:
             _, clones[name] = make_upstream_and_clone(BASE / "git", name, fixture_files(name))
             print(f"  {name}: {clones[name]}")
-        config = write_config(clusters, clones)
+        config = write_config(
+            BASE / "config.toml",
+            [
+                Repo(n, clone, FIXTURE_URLS[n], "kubernetes/argocd-apps")
+                for n, clone in clones.items()
+            ],
+            targets(clusters, SERVERS),
+            {
+                "daemon": {
+                    "state_dir": BASE / "state",
+                    "metrics_address": "127.0.0.1:0",
+                    "resync_interval_s": 30,
+                }
+            },
+        )
         say("prod is Argo CD's: standing in for it, applying prod's desired state as admin")
         argocd_syncs_prod(config, clusters["prod"])
 

@@ -23,6 +23,7 @@ from typing import Any
 import pygit2
 import yaml
 
+from testenv import config as configs
 from testenv.clusters import Cluster, ClusterSet
 from testenv.gitrepos import commit_files, make_upstream_and_clone, pull
 from tests.helpers_cluster import wait_for
@@ -94,35 +95,22 @@ class FaultLab:
         return self.tmp / "state"
 
     def write_config(self) -> None:
-        lines = [
-            "[daemon]",
-            f'state_dir = "{self.state}"',
-            'metrics_address = "127.0.0.1:0"',
-            "debounce_s = 0.2",
-            "resync_interval_s = 5",
-            "fetch_interval_s = 3600",
-        ]
-        if self.render:
-            lines.append("[render]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in self.render.items()]
-        for repo, url in (("lab", "https://git.test/lab.git"), ("side", SIDE_URL)):
-            lines += [
-                "[[repos]]",
-                f'name = "{repo}"',
-                f'path = "{self.repos[repo].clone}"',
-                f'url = "{url}"',
-                'apps = ["apps"]',
-            ]
-        for c in self.clusters:
-            lines += [
-                "[[clusters]]",
-                f'name = "{c.name}"',
-                f'mode = "{"report" if c.report_only else "apply"}"',
-                f"argocd = {'true' if c.report_only else 'false'}",
-                f'kubeconfig = "{c.reconciler_kubeconfig}"',
-                f'servers = ["{SERVERS[c.name]}"]',
-            ]
-        self.config.write_text("\n".join(lines) + "\n")
+        daemon = {
+            "state_dir": self.state,
+            "metrics_address": "127.0.0.1:0",
+            "debounce_s": 0.2,
+            "resync_interval_s": 5,
+            "fetch_interval_s": 3600,
+        }
+        configs.write_config(
+            self.config,
+            [
+                configs.Repo("lab", self.repos["lab"].clone, "https://git.test/lab.git"),
+                configs.Repo("side", self.repos["side"].clone, SIDE_URL),
+            ],
+            configs.targets(self.clusters, SERVERS),
+            {"daemon": daemon, **({"render": self.render} if self.render else {})},
+        )
 
     def commit(self, files: dict[str, bytes | None], message: str, repo: str = "lab") -> str:
         return self.repos[repo].commit(files, message)

@@ -11,6 +11,7 @@ import pygit2
 import pytest
 
 from testenv.clusters import ClusterSet
+from testenv.config import Repo, targets, write_config
 from testenv.gitrepos import make_upstream_and_clone
 from tests.helpers_cluster import unique
 from tests.helpers_lab import SERVERS, Lab, app_files
@@ -23,27 +24,12 @@ def lab(clusters: ClusterSet, tmp_path: Path) -> Iterator[Lab]:
     for cluster, namespace in namespaces.items():
         files.update(app_files(cluster, namespace))
     upstream_path, clone = make_upstream_and_clone(tmp_path, "lab", files)
-    lines = [
-        "[daemon]",
-        f'state_dir = "{tmp_path / "state"}"',
-        'metrics_address = ""',
-        "[[repos]]",
-        'name = "lab"',
-        f'path = "{clone}"',
-        'url = "https://git.test/lab.git"',
-        'apps = ["apps"]',
-    ]
-    for c in clusters:
-        lines += [
-            "[[clusters]]",
-            f'name = "{c.name}"',
-            f'mode = "{"report" if c.report_only else "apply"}"',
-            f"argocd = {'true' if c.report_only else 'false'}",
-            f'kubeconfig = "{c.reconciler_kubeconfig}"',
-            f'servers = ["{SERVERS[c.name]}"]',
-        ]
-    config = tmp_path / "config.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config = write_config(
+        tmp_path / "config.toml",
+        [Repo("lab", clone, "https://git.test/lab.git")],
+        targets(clusters, SERVERS),
+        {"daemon": {"state_dir": tmp_path / "state", "metrics_address": ""}},
+    )
     yield Lab(pygit2.Repository(str(upstream_path)), clone, config, namespaces, clusters)
     for c in clusters:
         with contextlib.suppress(urllib.error.HTTPError):

@@ -24,6 +24,7 @@ from reconciler.config import load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.model import GroupKind, Manifest
 from testenv.clusters import RECONCILER_USER, Cluster
+from testenv.config import Repo, Target, write_config
 from testenv.gitrepos import (
     FIXTURE_URLS,
     FileContent,
@@ -107,34 +108,15 @@ def make_lab(
         upstream, clones[name] = make_upstream_and_clone(base, name, files)
         upstreams[name] = pygit2.Repository(str(upstream))
     state_dir = base / "state"
-    lines = [
-        "[daemon]",
-        f'state_dir = "{state_dir}"',
-        'metrics_address = ""',
-        "[render]",
-        "timeout_seconds = 60",
-        "max_file_bytes = 8388608",
-    ]
-    for name, url in FIXTURE_URLS.items():
-        lines += [
-            "[[repos]]",
-            f'name = "{name}"',
-            f'path = "{clones[name]}"',
-            f'url = "{url}"',
-            'apps = ["kubernetes/argocd-apps"]',
-        ]
-    for cluster, server in SERVERS.items():
-        report = cluster == "prod"
-        lines += [
-            "[[clusters]]",
-            f'name = "{cluster}"',
-            f'mode = "{"report" if report else "apply"}"',
-            f"argocd = {'true' if report else 'false'}",
-            f'kubeconfig = "{kubeconfigs[cluster]}"',
-            f'servers = ["{server}"]',
-        ]
-    config = base / "config.toml"
-    config.write_text("\n".join(lines) + "\n")
+    config = write_config(
+        base / "config.toml",
+        [Repo(n, clones[n], url, "kubernetes/argocd-apps") for n, url in FIXTURE_URLS.items()],
+        [Target(c, c == "prod", kubeconfigs[c], server) for c, server in SERVERS.items()],
+        {
+            "daemon": {"state_dir": state_dir, "metrics_address": ""},
+            "render": {"timeout_seconds": 60, "max_file_bytes": 8388608},
+        },
+    )
     return HomelabLab(base, upstreams, clones, config, state_dir)
 
 

@@ -1,0 +1,78 @@
+"""A reconciler config.toml for the local clusters: one writer for tests, bench and demo.
+
+Each cluster entry uses the cluster's reconciler identity and maps it to the API
+URL that the repositories' Applications name it by; the tables passed in
+(`[daemon]`, `[render]`, `[logs]`) are written as given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from testenv.clusters import Cluster
+
+
+@dataclass(frozen=True)
+class Repo:
+    name: str
+    clone: Path
+    url: str
+    apps: str = "apps"  # where its Application manifests live
+
+
+@dataclass(frozen=True)
+class Target:
+    """A cluster as the config names it: mode, credentials, destination URL."""
+
+    name: str
+    report_only: bool
+    kubeconfig: Path
+    server: str
+
+
+def targets(clusters: Iterable[Cluster], servers: Mapping[str, str]) -> list[Target]:
+    """The running clusters, with their reconciler identities, named by `servers`."""
+    return [
+        Target(c.name, c.report_only, c.reconciler_kubeconfig, servers[c.name]) for c in clusters
+    ]
+
+
+def _value(value: Any) -> str:
+    # JSON strings, numbers, booleans and lists of them are valid TOML values.
+    return json.dumps(str(value) if isinstance(value, Path) else value)
+
+
+def write_config(
+    path: Path,
+    repos: Iterable[Repo],
+    targets: Iterable[Target],
+    tables: Mapping[str, Mapping[str, Any]],
+) -> Path:
+    lines: list[str] = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {_value(value)}" for key, value in values.items()]
+    for repo in repos:
+        lines += [
+            "[[repos]]",
+            f"name = {_value(repo.name)}",
+            f"path = {_value(repo.clone)}",
+            f"url = {_value(repo.url)}",
+            f"apps = {_value([repo.apps])}",
+        ]
+    for t in targets:
+        lines += [
+            "[[clusters]]",
+            f"name = {_value(t.name)}",
+            f"mode = {_value('report' if t.report_only else 'apply')}",
+            f"argocd = {_value(t.report_only)}",
+            f"kubeconfig = {_value(t.kubeconfig)}",
+            f"servers = {_value([t.server])}",
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
