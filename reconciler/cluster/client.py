@@ -17,6 +17,7 @@ Two guards live here, because every request passes through here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator, Mapping
@@ -316,7 +317,10 @@ class ClusterClient:
         ref = object_ref(obj)
         what = f"apply {ref}" + (" (dry-run)" if dry_run else "")
         self._check_writable(what, ref)
-        resource = self.resource(ref.group, ref.kind)
+        # Sent to the version the object is written in: the server refuses a body whose
+        # apiVersion differs from the URL's, and the kind's preferred version may differ.
+        version = str(obj.get("apiVersion", "")).rpartition("/")[2]
+        resource = dataclasses.replace(self.resource(ref.group, ref.kind), version=version)
         if not ref.name:
             raise Invalid(self.name, f"{what}: the object has no metadata.name", ref, ())
         if resource.namespaced and not ref.namespace:

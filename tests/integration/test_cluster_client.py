@@ -193,3 +193,23 @@ def test_discovery_finds_a_crd_installed_after_start(clusters: ClusterSet) -> No
     wait_for(served, 10, "discovery to serve the new kind")
     gadget = client.resource(group, "Gadget")
     assert (gadget.api_version, gadget.namespaced) == (f"{group}/v1", True)
+
+
+def test_an_object_is_applied_in_the_version_it_is_written_in(clusters: ClusterSet) -> None:
+    agentic = clusters["agentic"]
+    client = ClusterClient("agentic", agentic.reconciler_kubeconfig)
+    assert client.resource("autoscaling", "HorizontalPodAutoscaler").version == "v2"
+    with namespace(agentic) as ns:
+        hpa = {
+            "apiVersion": "autoscaling/v1",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1,
+                "maxReplicas": 3,
+            },
+        }
+        applied = client.apply(hpa)
+        assert applied["apiVersion"] == "autoscaling/v1"
+        assert applied["spec"]["maxReplicas"] == 3
