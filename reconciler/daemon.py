@@ -246,6 +246,7 @@ class Daemon:
         self.store = self.session.store
         self.desired: Desired | None = None
         self._commits: dict[str, str] = {}
+        self._errors: list[str] = []
         self._repo_errors: dict[str, str] = {}
         self._render_lock = threading.Lock()
         self.workers.update(
@@ -273,18 +274,23 @@ class Daemon:
                 if self._repo_errors.get(name) != problem:
                     self.log.error("repo.unreadable", repo=name, error=problem)
             self._repo_errors = unreadable
-            changed = self.desired is None or commits != self._commits
+            # A chart that could not be fetched last time may render now: same commits
+            # and same errors mean the same render, and keeping the object keeps the
+            # engines' per-render caches.
+            errors = sorted(str(e) for e in desired.errors)
+            if self.desired is not None and (commits, errors) == (self._commits, self._errors):
+                return False
+            self._errors = errors
             # A repo that cannot be read right now keeps its apps' last good desired state.
             desired = keep_last_good(desired, self.desired, unreadable)
             self.desired = desired
-            if changed:
-                self.log.info("desired.rendered", commits=commits, errors=len(desired.errors))
-                for error in desired.errors:
-                    self.log.warning(
-                        "app.error", app=error.app, cluster=error.cluster, error=error.message
-                    )
             self._commits = commits
-            return changed
+            self.log.info("desired.rendered", commits=commits, errors=len(desired.errors))
+            for error in desired.errors:
+                self.log.warning(
+                    "app.error", app=error.app, cluster=error.cluster, error=error.message
+                )
+            return True
 
     def _commit_moved(self, fetch: bool) -> None:
         try:
