@@ -49,6 +49,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from testenv import config as configs  # noqa: E402
 from testenv.clusters import (  # noqa: E402
     RECONCILER_USER,
     WRITE_VERBS,
@@ -157,20 +158,7 @@ def _kubectl_version() -> str:
 
 
 def application(name: str, cluster: str, path: str, namespace: str) -> Json:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, "namespace": "argocd"},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": REPO_URL, "path": path, "targetRevision": "main"},
-            "destination": {"server": SERVERS[cluster], "namespace": namespace},
-            "syncPolicy": {
-                "automated": {"prune": True, "selfHeal": True},
-                "syncOptions": ["CreateNamespace=true"],
-            },
-        },
-    }
+    return configs.application(name, REPO_URL, path, SERVERS[cluster], namespace)
 
 
 def config_map(name: str, namespace: str, data: dict[str, str]) -> Json:

@@ -1,4 +1,5 @@
-"""A reconciler config.toml for the local clusters: one writer for tests, bench and demo.
+"""A reconciler config.toml (and lab Applications) for the local clusters: one writer
+for tests, bench and demo.
 
 Each cluster entry uses the cluster's reconciler identity and maps it to the API
 URL that the repositories' Applications name it by; the tables passed in
@@ -32,6 +33,24 @@ class Target:
     report_only: bool
     kubeconfig: Path
     server: str
+
+
+def application(name: str, repo_url: str, path: str, server: str, namespace: str) -> dict[str, Any]:
+    """An Argo CD Application of a lab repo: one path, synced automatically, with prune."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": "argocd"},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": repo_url, "path": path, "targetRevision": "main"},
+            "destination": {"server": server, "namespace": namespace},
+            "syncPolicy": {
+                "automated": {"prune": True, "selfHeal": True},
+                "syncOptions": ["CreateNamespace=true"],
+            },
+        },
+    }
 
 
 def targets(clusters: Iterable[Cluster], servers: Mapping[str, str]) -> list[Target]:

@@ -18,6 +18,7 @@ from typing import Any
 import pygit2
 import yaml
 
+from testenv import config as configs
 from testenv.clusters import RECONCILER_USER, Cluster, ClusterSet
 from testenv.gitrepos import commit_files, pull
 
@@ -30,24 +31,7 @@ SERVERS = {
 
 
 def application(name: str, cluster: str, path: str, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, "namespace": "argocd"},
-        "spec": {
-            "project": "default",
-            "source": {
-                "repoURL": "https://git.test/lab.git",
-                "path": path,
-                "targetRevision": "main",
-            },
-            "destination": {"server": SERVERS[cluster], "namespace": namespace},
-            "syncPolicy": {
-                "automated": {"prune": True, "selfHeal": True},
-                "syncOptions": ["CreateNamespace=true"],
-            },
-        },
-    }
+    return configs.application(name, "https://git.test/lab.git", path, SERVERS[cluster], namespace)
 
 
 def manifests(
@@ -101,12 +85,17 @@ class Lab:
         pull(self.clone)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler.cli", *args, "--config", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return reconciler_cli(self.config, *args)
+
+
+def reconciler_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The reconciler CLI as an operator runs it: a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def app_files(cluster: str, namespace: str, **kw: Any) -> dict[str, bytes | None]:

@@ -33,6 +33,7 @@ from testenv.gitrepos import (
     make_upstream_and_clone,
     pull,
 )
+from tests.helpers_lab import reconciler_cli
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 # The destination servers the fixture Applications use for each cluster (config.toml).
@@ -79,13 +80,7 @@ class HomelabLab:
         pull(self.clones[repo])
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The reconciler CLI, as an operator runs it."""
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler.cli", *args, "--config", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return reconciler_cli(self.config, *args)
 
     def render(self) -> Desired:
         """Desired state from the library: Secret values intact, so kubectl can apply them."""
