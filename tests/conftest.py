@@ -24,6 +24,7 @@ FIXTURES = Path(
 )
 
 _versions: dict[str, str] = {}
+SMOKE_TESTS = "tests/integration/test_testenv_smoke.py"
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +49,12 @@ def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaL
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The test environment's own smoke tests run first: they prove the clusters work
+    (a namespace deletion among them) before other tests put them through outages."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != SMOKE_TESTS)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
