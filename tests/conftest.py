@@ -24,7 +24,7 @@ FIXTURES = Path(
 )
 
 _versions: dict[str, str] = {}
-SMOKE_TESTS = "tests/integration/test_testenv_smoke.py"
+NAMESPACE_SMOKE_TEST = "tests/integration/test_testenv_smoke.py::test_deleting_a_namespace_finishes"
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +52,12 @@ def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaL
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The test environment's own smoke tests run first: they prove the clusters work
-    (a namespace deletion among them) before other tests put them through outages."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0] != SMOKE_TESTS)
+    """The smoke test of namespace deletion runs first, on clusters no other test has
+    put through an outage yet: after the fault and daemon tests' API server restarts,
+    monit's namespace controller can take over a minute to catch up. (The other smoke
+    tests keep their place: one makes the deliberate refused write on prod, which the
+    tests before it must not see.)"""
+    items.sort(key=lambda item: not item.nodeid.startswith(NAMESPACE_SMOKE_TEST))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
