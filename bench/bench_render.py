@@ -28,41 +28,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reconciler.config import Config, load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
+from testenv.config import Repo, Target, write_config
 from testenv.gitrepos import (
     FIXTURE_URLS,
     fixture_files,
     make_upstream_and_clone,
 )
 
-CLUSTERS = """
-[[clusters]]
-name = "prod"
-argocd = true
-kubeconfig = "prod.kubeconfig"
-servers = ["https://kubernetes.default.svc"]
-[[clusters]]
-name = "agentic"
-mode = "apply"
-kubeconfig = "agentic.kubeconfig"
-servers = ["https://10.20.0.40:6443"]
-[[clusters]]
-name = "monit"
-mode = "apply"
-kubeconfig = "monit.kubeconfig"
-servers = ["https://10.10.0.30:6443"]
-"""
+# The destination URLs the homelab's Applications use (see config.toml); rendering
+# never contacts a cluster, so the kubeconfigs need not exist.
+SERVERS = {
+    "prod": "https://kubernetes.default.svc",
+    "agentic": "https://10.20.0.40:6443",
+    "monit": "https://10.10.0.30:6443",
+}
 
 
 def _config(base: Path) -> Config:
     repos = []
     for name, url in FIXTURE_URLS.items():
         _, clone = make_upstream_and_clone(base, name, fixture_files(name))
-        repos.append(
-            f'[[repos]]\nname = "{name}"\npath = "{clone}"\nurl = "{url}"\n'
-            'apps = ["kubernetes/argocd-apps"]\n'
-        )
-    file = base / "config.toml"
-    file.write_text('[daemon]\nstate_dir = "state"\n' + "".join(repos) + CLUSTERS)
+        repos.append(Repo(name, clone, url, "kubernetes/argocd-apps"))
+    targets = [
+        Target(name, name == "prod", base / f"{name}.kubeconfig", server)
+        for name, server in SERVERS.items()
+    ]
+    file = write_config(base / "config.toml", repos, targets, {"daemon": {"state_dir": "state"}})
     return load_config(file)
 
 
