@@ -440,13 +440,17 @@ class ClusterSet:
 
 
 @contextlib.contextmanager
-def running_clusters(base: Path, timeout: float = 60.0) -> Iterator[ClusterSet]:
-    clusters = ClusterSet(base)
-    clusters.start(timeout)
+def running_clusters(
+    base: Path, clusters: dict[str, bool] | None = None, timeout: float = 60.0
+) -> Iterator[ClusterSet]:
+    """`clusters` (name -> report-only; the homelab's three by default), running for
+    the duration of the `with` block, and stopped however it ends."""
+    running = ClusterSet(base, clusters)
+    running.start(timeout)
     try:
-        yield clusters
+        yield running
     finally:
-        clusters.stop()
+        running.stop()
 
 
 def main() -> None:

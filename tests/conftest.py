@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from testenv.clusters import ClusterSet
+from testenv.clusters import ClusterSet, running_clusters
 from testenv.victorialogs import VictoriaLogs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,15 +29,11 @@ NAMESPACE_SMOKE_TEST = "tests/integration/test_testenv_smoke.py::test_deleting_a
 
 @pytest.fixture(scope="session")
 def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
-    # Short base path: etcd and the API server dislike very long socket paths.
-    cluster_set = ClusterSet(tmp_path_factory.mktemp("clusters"))
-    cluster_set.start(timeout=float(os.environ.get("RECONCILER_TESTENV_TIMEOUT", "120")))
-    for c in cluster_set:
-        _versions[c.name] = c.version()
-    try:
+    timeout = float(os.environ.get("RECONCILER_TESTENV_TIMEOUT", "120"))
+    with running_clusters(tmp_path_factory.mktemp("clusters"), timeout=timeout) as cluster_set:
+        for c in cluster_set:
+            _versions[c.name] = c.version()
         yield cluster_set
-    finally:
-        cluster_set.stop()
 
 
 @pytest.fixture(scope="session")

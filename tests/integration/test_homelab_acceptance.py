@@ -33,7 +33,7 @@ import yaml
 
 from reconciler.desired import Desired
 from reconciler.model import GroupKind, Manifest, ObjectRef
-from testenv.clusters import Cluster, ClusterSet
+from testenv.clusters import Cluster, ClusterSet, running_clusters
 from tests.integration.homelab import (
     HARMFUL,
     REPO_OF,
@@ -138,12 +138,9 @@ def exists(cluster: Cluster, ref: ObjectRef, api_version: str) -> bool:
 @pytest.fixture(scope="module")
 def empty_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
     """A fresh agentic and monit: the shared ones are not empty."""
-    fresh = ClusterSet(tmp_path_factory.mktemp("fresh"), {"agentic": False, "monit": False})
-    fresh.start()
-    try:
-        yield fresh
-    finally:
-        fresh.stop()
+    fresh = {"agentic": False, "monit": False}
+    with running_clusters(tmp_path_factory.mktemp("fresh"), fresh) as clusters:
+        yield clusters
 
 
 def sync(lab: HomelabLab, failed_apps: set[str]) -> str:
@@ -307,12 +304,8 @@ def homelab_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
     """Three clusters of this test's own: the fixtures' CRDs (some with conversion
     webhooks nobody serves here) would otherwise stay behind in the shared ones and
     stall every later namespace deletion there."""
-    fresh = ClusterSet(tmp_path_factory.mktemp("homelab"))
-    fresh.start()
-    try:
-        yield fresh
-    finally:
-        fresh.stop()
+    with running_clusters(tmp_path_factory.mktemp("homelab")) as clusters:
+        yield clusters
 
 
 def test_applied_fixtures_show_no_drift_and_a_second_diff_sends_no_dry_run(

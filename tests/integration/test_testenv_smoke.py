@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import ssl
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,10 @@ from kubernetes.client.exceptions import ApiException
 
 from testenv.clusters import RECONCILER_USER, Cluster, ClusterSet, write_kubeconfig
 from testenv.pki import make_ca
+from tests.helpers_cluster import wait_for
 
 CLUSTER_NAMES = ["prod", "agentic", "monit"]
 FIELD_MANAGER = "smoke-test"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def dynamic_client(kubeconfig: Path) -> dynamic.DynamicClient:
