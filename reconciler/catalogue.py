@@ -8,13 +8,13 @@ are still catalogued.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.config import Config
 from reconciler.documents import MANIFEST_SUFFIXES, parse_documents
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, internal_error
 from reconciler.model import (
     App,
     AppError,
@@ -24,6 +24,15 @@ from reconciler.model import (
     HelmParameter,
     Source,
     api_group,
+)
+from reconciler.render.arguments import (
+    invalid_app_name,
+    invalid_chart,
+    invalid_chart_repo,
+    invalid_chart_version,
+    invalid_namespace,
+    invalid_parameter_name,
+    invalid_release_name,
 )
 from reconciler.tree import Tree
 from reconciler.urls import normalise_server, normalise_url
@@ -85,7 +94,7 @@ def build_catalogue(
         if tree is None:
             continue
         for directory in repo.apps:
-            _read_directory(tree, directory, ctx, apps, errors)
+            _read_directory(tree, directory, ctx, apps, errors, config.render.max_file_bytes)
     for declared in config.apps:
         apps.append(
             App(
@@ -125,7 +134,12 @@ def _unique(apps: list[App], errors: list[AppError]) -> Catalogue:
 
 
 def _read_directory(
-    tree: Tree, directory: str, ctx: _Context, apps: list[App], errors: list[AppError]
+    tree: Tree,
+    directory: str,
+    ctx: _Context,
+    apps: list[App],
+    errors: list[AppError],
+    max_file_bytes: int,
 ) -> None:
     try:
         paths = tree.files(directory, recurse=True)
@@ -137,6 +151,9 @@ def _read_directory(
             continue
         label = f"{tree.repo}:{path}"
         try:
+            size = tree.size(path)
+            if size > max_file_bytes:
+                raise _Invalid(f"{path}: {size} bytes is over the {max_file_bytes}-byte file limit")
             docs = parse_documents(tree.read(path), path)
         except ReconcilerError as exc:
             errors.append(AppError(label, str(exc)))
@@ -159,6 +176,8 @@ def _read_directory(
                     apps.append(parse_application(doc, tree, path, ctx))
                 except _Invalid as exc:
                     errors.append(AppError(name, f"{label}: {exc}", exc.cluster))
+                except Exception as exc:  # a bug met by odd input fails this Application only
+                    errors.append(AppError(name, f"{label}: {internal_error(exc)}"))
 
 
 def _name_of(doc: Mapping[str, Any]) -> str | None:
@@ -171,6 +190,7 @@ def parse_application(doc: Mapping[str, Any], tree: Tree, path: str, ctx: _Conte
     name = _name_of(doc)
     if name is None:
         raise _Invalid("Application has no metadata.name")
+    _check("metadata.name", name, invalid_app_name)
     spec = _mapping(doc.get("spec"), "spec")
     metadata = _mapping(doc.get("metadata"), "metadata")
     destination = _mapping(spec.get("destination"), "spec.destination")
@@ -194,14 +214,16 @@ def _app(
     namespace = destination.get("namespace") or ""
     if not isinstance(namespace, str):
         raise _Invalid("spec.destination.namespace must be a string")
+    if namespace:
+        _check("spec.destination.namespace", namespace, invalid_namespace)
 
     raw_sources: Any = spec.get("sources") or ([spec["source"]] if spec.get("source") else [])
     if not isinstance(raw_sources, list) or not raw_sources:
         raise _Invalid("spec.source or spec.sources is required")
-    sources = tuple(
-        _source(_mapping(s, f"spec.sources[{i}]"), ctx, f"spec.sources[{i}]")
-        for i, s in enumerate(raw_sources)
-    )
+    keys = [f"spec.sources[{i}]" for i in range(len(raw_sources))]
+    if not spec.get("sources"):
+        keys = ["spec.source"]
+    sources = tuple(_source(_mapping(s, k), ctx, k) for s, k in zip(raw_sources, keys, strict=True))
     sync_policy = _mapping(spec.get("syncPolicy") or {}, "spec.syncPolicy")
     sync_options = sync_policy.get("syncOptions") or []
     ignore = spec.get("ignoreDifferences") or []
@@ -220,6 +242,12 @@ def _app(
         sync_policy=sync_policy,
         ignore_differences=tuple(ignore),
     )
+
+
+def _check(key: str, value: str, invalid: Callable[[str], str | None]) -> None:
+    problem = invalid(value)
+    if problem:
+        raise _Invalid(f"{key}: {problem}")
 
 
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:
@@ -268,6 +296,9 @@ def _source(raw: Mapping[str, Any], ctx: _Context, key: str) -> Source:
             raise _Invalid(f"{key}.chart must be a chart name")
         if not revision:
             raise _Invalid(f"{key}.targetRevision is required for chart {chart}")
+        _check(f"{key}.chart", chart, invalid_chart)
+        _check(f"{key}.targetRevision", revision, invalid_chart_version)
+        _check(f"{key}.repoURL", url, invalid_chart_repo)
         return Source(
             repo_url=url, target_revision=revision, chart=chart, helm=helm or HelmOptions()
         )
@@ -335,12 +366,17 @@ def _helm(raw: Any, key: str) -> HelmOptions:
     for i, p in enumerate(params):
         if not isinstance(p, dict) or not isinstance(p.get("name"), str):
             raise _Invalid(f"{key}.parameters[{i}] needs a name")
+        _check(f"{key}.parameters[{i}].name", p["name"], invalid_parameter_name)
         parameters.append(
             HelmParameter(p["name"], str(p.get("value", "")), p.get("forceString") is True)
         )
     release = table.get("releaseName")
+    if release is not None and not isinstance(release, str):
+        raise _Invalid(f"{key}.releaseName must be a string")
+    if release:
+        _check(f"{key}.releaseName", release, invalid_release_name)
     return HelmOptions(
-        release_name=release if isinstance(release, str) and release else None,
+        release_name=release or None,
         value_files=tuple(files),
         # Argo CD accepts `values` as a mapping too; Helm sees the same YAML either way.
         values=values if isinstance(values, str) else None,

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import logs
 from reconciler.catalogue import Catalogue, build_catalogue
 from reconciler.config import Config
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, internal_error
 from reconciler.model import App, AppError, Manifest, ObjectRef, api_group
 from reconciler.render import Rendered, Tools, render_app
 from reconciler.sources.git import GitSource
@@ -125,14 +126,7 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
 
 
 def tools_for(config: Config) -> Tools:
-    return Tools.locate(
-        kubectl=config.render.kubectl,
-        helm=config.render.helm,
-        timeout=config.render.timeout_seconds,
-        max_file_bytes=config.render.max_file_bytes,
-        cache_dir=config.state_dir,
-        chart_mirrors=config.render.chart_mirrors,
-    )
+    return Tools.locate(config.render, config.state_dir)
 
 
 def build_desired(
@@ -154,6 +148,10 @@ def build_desired(
             return AppError(app.name, str(exc), app.cluster)
         except OSError as exc:  # the state_dir caches (checkouts, charts) could not be written
             return AppError(app.name, f"{exc.filename or 'state_dir'}: {exc.strerror}", app.cluster)
+        except Exception as exc:  # a bug met by odd input still fails only this app
+            message = internal_error(exc)
+            logs.get(app=app.name).error("render.internal_error", error=message)
+            return AppError(app.name, message, app.cluster)
 
     # Rendering waits on kustomize/helm subprocesses, so threads overlap them.
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:

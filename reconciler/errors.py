@@ -4,6 +4,9 @@ object it is about (never the content of a document, which may be secret)."""
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 
 class ReconcilerError(Exception):
     """Base of every error the reconciler expects and reports."""
@@ -27,3 +30,11 @@ class TreeError(ReconcilerError):
 
 class RenderError(ReconcilerError):
     """One app could not be turned into manifests; the others are unaffected."""
+
+
+def internal_error(exc: BaseException) -> str:
+    """A bug met by odd input, described without its message (which may quote the
+    input): the exception type and the innermost reconciler frame."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/reconciler/" in f.filename]
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"internal error ({type(exc).__name__}{where})"

@@ -15,7 +15,7 @@ from reconciler.model import App, Source
 from reconciler.render.directory import render_directory
 from reconciler.render.helm import render_helm
 from reconciler.render.kustomize import KUSTOMIZATION_FILES, render_kustomize
-from reconciler.render.objects import Rendered
+from reconciler.render.objects import Rendered, check_count
 from reconciler.render.tools import Tools
 from reconciler.tree import Tree
 
@@ -27,6 +27,7 @@ def render_app(app: App, trees: Mapping[str, Tree], tools: Tools) -> list[Render
     rendered: list[Rendered] = []
     for source in app.sources:
         rendered.extend(_render_source(app, source, trees, tools))
+        check_count(len(rendered), tools.max_objects, f"app {app.name}")
     return rendered
 
 
@@ -49,4 +50,4 @@ def _render_source(
         return render_helm(app, source, tree, trees, tools)
     if source.kustomize or any(tree.kind(f"{base}/{f}") == "file" for f in KUSTOMIZATION_FILES):
         return render_kustomize(app, source, tree, tools)
-    return render_directory(app, source, tree, tools.max_file_bytes)
+    return render_directory(app, source, tree, tools.max_file_bytes, tools.max_objects)

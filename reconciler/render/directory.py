@@ -11,7 +11,7 @@ import re
 from reconciler.documents import MANIFEST_SUFFIXES, parse_documents
 from reconciler.errors import RenderError
 from reconciler.model import App, Origin, Source
-from reconciler.render.objects import Rendered, objects_from
+from reconciler.render.objects import Rendered, check_count, objects_from
 from reconciler.tree import Tree, clean_path
 
 
@@ -70,7 +70,9 @@ def selected(relative: str, include: str, exclude: str) -> bool:
     return not include or glob_regex(include).match(relative) is not None
 
 
-def render_directory(app: App, source: Source, tree: Tree, max_file_bytes: int) -> list[Rendered]:
+def render_directory(
+    app: App, source: Source, tree: Tree, max_file_bytes: int, max_objects: int
+) -> list[Rendered]:
     options = source.directory
     base = clean_path(source.path or "")
     recurse = options.recurse if options else False
@@ -83,6 +85,7 @@ def render_directory(app: App, source: Source, tree: Tree, max_file_bytes: int) 
             continue
         docs = parse_documents(read_limited(tree, path, max_file_bytes), path)
         out.extend(objects_from(docs, path, Origin(tree.repo, tree.commit, app.name, path)))
+        check_count(len(out), max_objects, path)
     return out
 
 

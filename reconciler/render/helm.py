@@ -21,8 +21,12 @@ import yaml
 
 from reconciler.errors import RenderError
 from reconciler.model import App, HelmOptions, Origin, Source
+from reconciler.render.arguments import invalid_release_name
 from reconciler.render.directory import check_size, read_limited
 from reconciler.render.objects import Rendered, objects_from_stream
+from reconciler.render.redaction import app_secret_values
+from reconciler.render.remote import fetch, is_url
+from reconciler.render.sandbox import Grant
 from reconciler.render.tools import Tools, run_tool
 from reconciler.tree import Tree, clean_path
 from reconciler.urls import normalise_url, redact_url
@@ -31,13 +35,16 @@ _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 
 
 def helm_env(cache_dir: Path) -> dict[str, str]:
+    """Helm's homes, added to the sandbox's clean environment; created here so the
+    sandbox can grant them (it leaves out paths that do not exist)."""
     home = cache_dir / "helm"
-    env = dict(os.environ)
-    env.update(
-        HELM_CACHE_HOME=str(home / "cache"),
-        HELM_CONFIG_HOME=str(home / "config"),
-        HELM_DATA_HOME=str(home / "data"),
-    )
+    env = {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    for directory in env.values():
+        os.makedirs(directory, exist_ok=True)
     return env
 
 
@@ -68,20 +75,22 @@ def fetch_chart(repo_url: str, chart: str, version: str, helm: str, tools: Tools
     pull_url = tools.chart_mirrors.get(normalise_url(repo_url), repo_url)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pull-") as tmp:
         oci = _oci_reference(pull_url, chart)
-        where = ["--repo", pull_url] if oci is None else []
+        where = [f"--repo={pull_url}"] if oci is None else []
+        # Values as `--flag=value` and the chart after `--`: none can be read as a flag.
         argv = [
             helm,
             "pull",
-            oci or chart,
             *where,
-            "--version",
-            version,
+            f"--version={version}",
             "--untar",
-            "--untardir",
-            tmp,
+            f"--untardir={tmp}",
+            "--",
+            oci or chart,
         ]
         try:
-            run_tool(argv, tools.timeout, "helm pull", env=helm_env(tools.cache_dir))
+            # The one render step with network: a pull the reconciler itself asks for.
+            grant = Grant(write=(dest.parent, tools.cache_dir / "helm"), network=True)
+            run_tool(argv, tools, "helm pull", grant, env=helm_env(tools.cache_dir))
         except RenderError as exc:
             raise RenderError(
                 f"chart not available: {chart} {version} from {redact_url(repo_url)} ({exc})"
@@ -122,41 +131,41 @@ def render_helm(
         chart_dir = root / base
         origin = Origin(tree.repo, tree.commit, app.name, base)
 
+    release = options.release_name or app.name
+    problem = invalid_release_name(release)
+    if problem:
+        key = "releaseName" if options.release_name else "name (set helm.releaseName)"
+        raise RenderError(f"app {app.name}: helm {key}: {problem}")
     with tempfile.TemporaryDirectory(prefix="reconciler-helm-") as tmp:
-        argv = [
-            tools.helm,
-            "template",
-            options.release_name or app.name,
-            str(chart_dir),
-            "--namespace",
-            app.namespace or "default",
-        ]
+        # Every value as `--flag=value` and the positionals after `--`, so nothing an
+        # Application says can become a flag (see render/arguments.py).
+        argv = [tools.helm, "template", f"--namespace={app.namespace or 'default'}"]
         if not options.skip_crds:
             argv.append("--include-crds")
         if options.skip_tests:
             argv.append("--skip-tests")
         for i, name in enumerate(options.value_files):
-            argv += [
-                "--values",
-                _value_file(name, i, app, trees, chart_dir, root, Path(tmp), tools.max_file_bytes),
-            ]
+            value_file = _value_file(name, i, app, trees, chart_dir, root, Path(tmp), tools)
+            argv.append(f"--values={value_file}")
         inline = _inline_values(options)
         if inline is not None:
             inline_file = Path(tmp) / "inline-values.yaml"
             inline_file.write_text(inline)
-            argv += ["--values", str(inline_file)]
+            argv.append(f"--values={inline_file}")
         for p in options.parameters:
-            argv += [
-                "--set-string" if p.force_string else "--set",
-                f"{p.name}={set_value(p.value)}",
-            ]
+            flag = "--set-string" if p.force_string else "--set"
+            argv.append(f"{flag}={p.name}={set_value(p.value)}")
+        argv += ["--", release, str(chart_dir)]
         output = run_tool(
             argv,
-            tools.timeout,
+            tools,
             f"helm template of {origin.path} failed",
+            # No network: `valueFiles` URLs were fetched by the reconciler (render/remote.py).
+            Grant(read=(root, Path(tmp), tools.cache_dir / "helm"), network=False),
             env=helm_env(tools.cache_dir),
+            secrets=lambda: app_secret_values(tree, origin.path) if tree is not None else (),
         )
-    return objects_from_stream(output, origin.path, origin)
+    return objects_from_stream(output, origin.path, origin, tools.max_objects)
 
 
 def _inline_values(options: HelmOptions) -> str | None:
@@ -174,10 +183,11 @@ def _value_file(
     chart_dir: Path,
     root: Path,
     tmp: Path,
-    max_file_bytes: int,
+    tools: Tools,
 ) -> str:
     """A path helm can read for one `valueFiles` entry: `$ref/path` from a ref source's
-    repo, a URL as is, otherwise a file of the chart (which must stay inside it)."""
+    repo, a URL fetched if [render] allow_remote names its host, otherwise a file of
+    the checkout (which must stay inside it)."""
     if name.startswith("$"):
         ref, _, path = name[1:].partition("/")
         source = next((s for s in app.sources if s.ref == ref), None)
@@ -187,10 +197,13 @@ def _value_file(
         if tree is None:
             raise RenderError(f"value file {name}: repo {source.repo} is not available")
         local = tmp / f"values-{index}.yaml"
-        local.write_bytes(read_limited(tree, clean_path(path), max_file_bytes))
+        local.write_bytes(read_limited(tree, clean_path(path), tools.max_file_bytes))
         return str(local)
-    if re.match(r"^https?://", name):
-        return name
+    if is_url(name):
+        local = tmp / f"values-{index}.yaml"
+        data = fetch(name, tools.allow_remote, "value file", tools.max_file_bytes, tools.timeout)
+        local.write_bytes(data)
+        return str(local)
     local_path = (chart_dir / name).resolve()
     if not local_path.is_relative_to(root.resolve()):
         raise RenderError(f"value file {name} leaves the chart")

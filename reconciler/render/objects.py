@@ -1,5 +1,7 @@
 """Turning parsed documents into rendered objects, with the same checks for
-every renderer: each object needs apiVersion, kind and metadata.name."""
+every renderer: each object needs apiVersion, kind and metadata.name, its
+metadata must have the shape Kubernetes gives it (later stages rely on it),
+and one app makes at most `max_objects` objects."""
 
 from __future__ import annotations
 
@@ -47,18 +49,36 @@ def _check(doc: dict[str, Any], label: str, number: int) -> None:
         raise RenderError(f"{where} has no kind")
     metadata = doc.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or not name:
+    if not isinstance(metadata, dict) or not isinstance(name, str) or not name:
         raise RenderError(f"{where} ({kind}) has no metadata.name")
-    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    namespace = metadata.get("namespace")
     if namespace is not None and not isinstance(namespace, str):
         raise RenderError(f"{where} ({kind} {name}) has a non-string metadata.namespace")
+    for key in ("labels", "annotations"):
+        value = metadata.get(key)
+        if value is not None and not _string_map(value):
+            raise RenderError(
+                f"{where} ({kind} {name}): metadata.{key} must map strings to strings"
+            )
 
 
-def objects_from_stream(text: str, label: str, origin: Origin) -> list[Rendered]:
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
+    )
+
+
+def check_count(count: int, max_objects: int, label: str) -> None:
+    if count > max_objects:
+        raise RenderError(f"{label}: more than {max_objects} objects (see [render] max_objects)")
+
+
+def objects_from_stream(text: str, label: str, origin: Origin, max_objects: int) -> list[Rendered]:
     """Objects of a tool's multi-document output. Helm marks each document with
     `# Source: <template>`; that template becomes the object's origin path."""
     out: list[Rendered] = []
     for chunk in _DOC_SEPARATOR.split(text):
+        check_count(len(out), max_objects, label)
         source = _HELM_SOURCE.search(chunk)
         chunk_origin = origin
         if source:
@@ -66,4 +86,5 @@ def objects_from_stream(text: str, label: str, origin: Origin) -> list[Rendered]
         out.extend(
             objects_from(parse_documents(chunk.encode(), label), chunk_origin.path, chunk_origin)
         )
+    check_count(len(out), max_objects, label)
     return out

@@ -10,7 +10,6 @@ is never read: files come from the commit's tree.
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 import shutil
 import tempfile
@@ -66,39 +65,62 @@ class GitTree:
         return f"{path or '.'} at commit {self._commit[:12]} of repo {self._repo_name}"
 
     def _resolve(self, path: str) -> pygit2.Object | None:
-        """The object at `path`, following symlinks that stay inside the repository."""
-        parts = [p for p in clean_path(path).split("/") if p]
-        current: list[str] = []
+        """The object at `path`, following symlinks as the filesystem will once the
+        tree is materialised: a link's target is relative to the directory the link
+        really is in, so `..` after a link to a directory climbs from where that
+        directory is, not from where the text suggests (Argo CD's out-of-bounds check).
+
+        None when nothing is there; TreeError when a link leaves the repository,
+        enters `.git` or loops."""
+        pending = [p for p in reversed(clean_path(path).split("/")) if p]
+        dirs: list[pygit2.Tree] = [self._root]  # the directories walked into, root first
+        names: list[str] = []
         obj: pygit2.Object = self._root
-        hops = 0
-        i = 0
-        while i < len(parts):
-            if not isinstance(obj, pygit2.Tree) or parts[i] not in obj:
+        links: list[str] = []  # followed so far, named in errors
+
+        def escape(where: str) -> TreeError:
+            if not links:
+                return TreeError(f"{self._where(path)} points {where}")
+            through = f" (through {links[-1]})" if len(links) > 1 else ""
+            return TreeError(f"symlink {self._where(links[0])}{through} points {where}")
+
+        while pending:
+            part = pending.pop()
+            if not isinstance(obj, pygit2.Tree):
+                return None  # a file used as a directory
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not names:
+                    raise escape("outside the repository")
+                names.pop()
+                dirs.pop()
+                obj = dirs[-1]
+                continue
+            if part.lower() == ".git":
+                raise escape("into .git")
+            if part not in obj:
                 return None
-            entry = obj[parts[i]]
+            entry = obj[part]
             if entry.filemode == FileMode.COMMIT:  # a submodule: not part of this repo
                 return None
             if entry.filemode == FileMode.LINK:
-                hops += 1
-                link = "/".join([*current, parts[i]])
-                if hops > _MAX_SYMLINK_HOPS:
-                    raise TreeError(f"symlink loop at {self._where(link)}")
+                links.append("/".join([*names, part]))
+                if len(links) > _MAX_SYMLINK_HOPS:
+                    raise TreeError(f"symlink loop at {self._where(links[0])}")
                 assert isinstance(entry, pygit2.Blob)
-                target = self._link_target(link, entry)
-                parts = [p for p in target.split("/") if p] + parts[i + 1 :]
-                current, obj, i = [], self._root, 0
-                continue
-            current.append(parts[i])
+                target = entry.data.decode("utf-8", "replace")
+                if target.startswith("/"):
+                    raise escape("outside the repository")
+                if not target:
+                    return None
+                pending.extend(reversed(target.split("/")))
+                continue  # resolved from the directory holding the link
+            names.append(part)
             obj = entry
-            i += 1
+            if isinstance(entry, pygit2.Tree):
+                dirs.append(entry)
         return obj
-
-    def _link_target(self, link: str, blob: pygit2.Blob) -> str:
-        target = blob.data.decode("utf-8", "replace")
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
-        if target.startswith("/") or joined == ".." or joined.startswith("../"):
-            raise TreeError(f"symlink {self._where(link)} points outside the repository")
-        return "" if joined == "." else joined
 
     def kind(self, path: str) -> EntryKind:
         with self._lock:
@@ -150,7 +172,9 @@ class GitTree:
     def materialise(self) -> Path:
         """Write the commit's files once into state_dir; commits are immutable, so the
         directory is reused by every later render of the same commit."""
-        dest = self._checkouts / self._repo_name / self._commit
+        # `.2`: checkouts written before links were resolved as the kernel resolves them
+        # may hold escaping links, so they are never reused.
+        dest = self._checkouts / self._repo_name / f"{self._commit}.2"
         with self._lock:
             if dest.is_dir():
                 return dest
@@ -173,10 +197,13 @@ class GitTree:
             if entry.filemode == FileMode.LINK:
                 assert isinstance(entry, pygit2.Blob)
                 try:
-                    self._link_target(rel, entry)
+                    inside = self._resolve(rel) is not None
                 except TreeError:
-                    continue  # never written; apps that read it get the TreeError instead
-                os.symlink(entry.data.decode("utf-8", "replace"), target)
+                    inside = False  # apps that read it get the TreeError instead
+                # Only links whose whole chain ends inside the repository are written, so
+                # the kernel, following them for helm or kustomize, lands where _resolve did.
+                if inside:
+                    os.symlink(entry.data.decode("utf-8", "replace"), target)
             elif isinstance(entry, pygit2.Tree):
                 target.mkdir()
                 self._write(entry, root, rel)

@@ -151,9 +151,11 @@ def write_config(
     chart_urls: set[str] | frozenset[str] = frozenset(),
     extra: str = "",
     ref: str | None = None,
+    render: str = "",
 ) -> Path:
     """A config for the three homelab clusters over `repos` (name -> clone path);
-    every chart repository in `chart_urls` is mirrored to `mirror`."""
+    every chart repository in `chart_urls` is mirrored to `mirror`; `render` is
+    added to the [render] table."""
     urls = urls if urls is not None else FIXTURE_URLS
     lines = [
         "[daemon]",
@@ -161,6 +163,7 @@ def write_config(
         "[render]",
         f'helm = "{HELM}"',
         "timeout_seconds = 60",
+        render,
     ]
     if mirror:
         lines.append("[render.chart_mirrors]")

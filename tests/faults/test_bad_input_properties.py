@@ -148,6 +148,24 @@ def _good_survives(desired: Any) -> None:
     assert "good" not in desired.clusters["agentic"].failed
 
 
+# Strings an attacker would try where a name, path or version is expected.
+hostile_strings = st.sampled_from(
+    [
+        "--post-renderer=/bin/sh",
+        "-x",
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "$values/../../etc/passwd",
+        "http://127.0.0.1:9/values.yaml",
+        "github.com/org/repo//x?ref=main",
+        "a=b,c=d",
+        "UPPER_case name",
+        "x" * 300,
+        "",
+    ]
+)
+hostile_values = json_values | hostile_strings
+
 manifest_docs: st.SearchStrategy[Any] = st.fixed_dictionaries(
     {},
     optional={
@@ -155,7 +173,13 @@ manifest_docs: st.SearchStrategy[Any] = st.fixed_dictionaries(
         "kind": st.one_of(st.just("ConfigMap"), json_values),
         "metadata": st.one_of(
             st.fixed_dictionaries(
-                {}, optional={"name": json_values | st.just("x"), "namespace": json_values}
+                {},
+                optional={
+                    "name": json_values | st.just("x"),
+                    "namespace": json_values,
+                    "labels": json_values,
+                    "annotations": json_values,
+                },
             ),
             json_values,
         ),
@@ -165,11 +189,27 @@ manifest_docs: st.SearchStrategy[Any] = st.fixed_dictionaries(
 )
 
 
+# YAML that is valid but out of bounds: alias bombs, deep nesting, huge integers.
+bounded_yaml = st.one_of(
+    st.integers(1, 9).map(
+        lambda n: (
+            "kind: ConfigMap\napiVersion: v1\nmetadata: {name: a}\n"
+            + 'a0: &a0 ["x","x","x","x","x","x","x","x"]\n'
+            + "".join(f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 8)}]\n" for i in range(1, n))
+        ).encode()
+    ),
+    st.integers(1, 1200).map(lambda n: ("data: " + "[" * n + "]" * n).encode()),
+    st.integers(1, 6000).map(lambda n: f"apiVersion: v1\nkind: ConfigMap\nn: {'9' * n}".encode()),
+    st.integers(1, 12_000).map(lambda n: b"---\n" * n),
+)
+
+
 @SETTINGS
 @given(
     content=st.one_of(
         st.binary(max_size=200),
         st.text(max_size=200).map(str.encode),
+        bounded_yaml,
         st.lists(manifest_docs, max_size=3).map(
             lambda docs: yaml.safe_dump_all(docs, allow_unicode=True).encode()
         ),
@@ -204,6 +244,10 @@ spec_keys = st.sampled_from(
         ("spec", "source", "repoURL"),
         ("spec", "source", "chart"),
         ("spec", "source", "helm"),
+        ("spec", "source", "helm", "releaseName"),
+        ("spec", "source", "helm", "valueFiles"),
+        ("spec", "source", "helm", "parameters"),
+        ("spec", "source", "targetRevision"),
         ("spec", "source", "directory"),
         ("spec", "source", "kustomize"),
         ("spec", "syncPolicy"),
@@ -223,7 +267,7 @@ def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 @SETTINGS
-@given(changes=st.lists(st.tuples(spec_keys, json_values), min_size=1, max_size=4))
+@given(changes=st.lists(st.tuples(spec_keys, hostile_values), min_size=1, max_size=4))
 def test_any_application_spec_is_an_app_or_an_error_naming_it(
     tmp_path: Path, changes: list[tuple[tuple[str, ...], Any]]
 ) -> None:

@@ -100,7 +100,7 @@ def test_helm_output_objects_keep_their_template_as_origin() -> None:
         "metadata:\n  name: a\n---\n# Source: chart/templates/b.yaml\napiVersion: v1\n"
         "kind: Service\nmetadata:\n  name: b\n"
     )
-    rendered = objects_from_stream(text, "chart", ORIGIN)
+    rendered = objects_from_stream(text, "chart", ORIGIN, max_objects=10)
     assert [(r.obj["kind"], r.origin.path) for r in rendered] == [
         ("ConfigMap", "chart/templates/a.yaml"),
         ("Service", "chart/templates/b.yaml"),
