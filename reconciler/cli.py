@@ -1,8 +1,11 @@
 """The `reconciler` command line.
 
 Exit codes are part of the interface: 0 success, 1 some apps failed, 2 the
-configuration (or the command line) is invalid. Per-app errors go to stderr,
-one line each; results go to stdout.
+configuration (or the command line) is invalid, or another reconciler holds
+the state; `run` exits 78 for both. Per-app errors go to stderr, one line each;
+results go to stdout. The commands that write the state (run, sync, check
+--repin) hold its lock; render, status and check only read it, and diff only
+reads it while the daemon holds it, so they run beside the daemon.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler import daemon, status
+from reconciler import daemon, logs, statedir, status
 from reconciler.catalogue import build_catalogue
-from reconciler.config import Config, load_config
+from reconciler.config import Config, check_files, load_config
+from reconciler.connect import check_connect
 from reconciler.desired import build_desired, open_sources, tools_for
 from reconciler.diff import drift_to_json, render_text
 from reconciler.diff.redact import redact
@@ -53,11 +57,22 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--app", help="only this app")
         return p
 
-    check = command("check", "validate the configuration and the policies, and exit")
+    check = command(
+        "check",
+        "validate the configuration and the policies, and exit",
+        "Exit 0: all good; 1 (--connect): a repo, a cluster or a credential needs "
+        "attention; 2: the configuration is invalid.",
+    )
     check.add_argument(
         "--repin",
         metavar="CLUSTER",
         help="accept CLUSTER's current identity (after a deliberate rebuild or move)",
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also read each repo's ref, reach each cluster, and list what its "
+        "credentials allow (a report-mode cluster must not be writable)",
     )
 
     render = command(
@@ -110,8 +125,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # State, caches and tool output are private whatever umask the process started with.
+    umask = os.umask(statedir.PRIVATE_UMASK)
+    try:
+        return _main(args)
+    finally:
+        os.umask(umask)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command != "run":
+        # stdout carries a one-shot command's results (render's YAML, status JSON) and
+        # stderr one line per problem; of the stages' structured logs only errors
+        # (an internal error's traceback, a render sandbox without protection) join them.
+        logs.configure("error", stream=sys.stderr)
     try:
         config = load_config(args.config)
+        # The daemon and `check` also need every file the config names; one-shot
+        # commands report an unusable cluster as that cluster's error and go on.
+        if args.command in ("run", "check") and (problems := check_files(config)):
+            raise ConfigError(problems)
         policies_for(config)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -123,12 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(c.name for c in config.clusters)
         print(f"unknown cluster {cluster!r} (configured: {names})", file=sys.stderr)
         return EXIT_INVALID
-    command: Callable[[Config, argparse.Namespace], int] = {
+    command: Command = {
         "check": _check,
         "render": _render,
         "diff": _diff,
         "sync": _sync,
-        "run": lambda config, _args: daemon.run(config),
+        "run": _run,
         "status": _status,
     }[args.command]
     try:
@@ -139,17 +172,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
 
 
+def _run(config: Config, _args: argparse.Namespace) -> int:
+    try:
+        with statedir.exclusive(config.state_dir):
+            return daemon.run(config)
+    except statedir.StateLocked as exc:
+        print(f"reconciler run: {exc}; one daemon per state directory", file=sys.stderr)
+        return EXIT_CONFIG
+    except statedir.StateDirError as exc:
+        # state_dir cannot be used (permissions, a file in its place): restarting won't help.
+        print(f"reconciler run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+Command = Callable[[Config, argparse.Namespace], int]
+
+
+def _writer(command: str) -> Callable[[Command], Command]:
+    """Run a command that writes the state under its lock; refused while another holds it
+    (the daemon reconciles by itself: every commit, live change and resync)."""
+
+    def wrap(function: Command) -> Command:
+        def locked(config: Config, args: argparse.Namespace) -> int:
+            try:
+                with statedir.exclusive(config.state_dir):
+                    return function(config, args)
+            except statedir.StateLocked as exc:
+                print(
+                    f"{command} refused: {exc}. The running daemon reconciles by itself; "
+                    "stop it to do this by hand, or use `reconciler diff` / `status`",
+                    file=sys.stderr,
+                )
+                return EXIT_INVALID
+
+        return locked
+
+    return wrap
+
+
 def _check(config: Config, args: argparse.Namespace) -> int:
     if args.repin:
-        return _repin(config, args.repin)
+        return _repin(config, args)
     print(
         f"{config.file}: ok ({len(config.repos)} repos, {len(config.clusters)} clusters, "
         f"{len(config.apps)} declared apps)"
     )
+    if args.connect:
+        return check_connect(config, policies_for(config))
     return EXIT_OK
 
 
-def _repin(config: Config, cluster: str) -> int:
+@_writer("check --repin")
+def _repin(config: Config, args: argparse.Namespace) -> int:
+    cluster = args.repin
     if config.cluster(cluster) is None:
         print(f"unknown cluster {cluster!r}", file=sys.stderr)
         return EXIT_INVALID
@@ -227,7 +302,17 @@ def _selected(config: Config, args: argparse.Namespace) -> list[str]:
 
 
 def _diff(config: Config, args: argparse.Namespace) -> int:
-    session = open_session(config, _selected(config, args))
+    """With the state free, diff keeps its in-sync verdicts there (a second diff then
+    sends no dry-run); beside the daemon, which holds the state, it only reads it."""
+    try:
+        with statedir.exclusive(config.state_dir):
+            return _compare(config, args, readonly=False)
+    except statedir.StateDirError:  # held by the daemon, or not ours to write
+        return _compare(config, args, readonly=True)
+
+
+def _compare(config: Config, args: argparse.Namespace, *, readonly: bool) -> int:
+    session = open_session(config, _selected(config, args), readonly=readonly)
     try:
         desired = session.render(list(session.engines))
         apps = apps_by_cluster(desired)
@@ -274,6 +359,7 @@ def _argocd_comparison(report: Report, only_app: str | None) -> list[str]:
     return lines
 
 
+@_writer("sync")
 def _sync(config: Config, args: argparse.Namespace) -> int:
     policies = policies_for(config)
     report_only = [

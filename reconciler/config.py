@@ -8,7 +8,11 @@ half-configured and an operator fixes a config in one pass.
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
+import os
 import re
+import shutil
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +70,15 @@ class RenderConfig:
     # Chart repository URL (as Applications name it) -> URL to pull from instead,
     # for air-gapped hosts and for tests serving charts locally.
     chart_mirrors: Mapping[str, str] = field(default_factory=dict)
+    # Hosts that Helm `valueFiles` URLs and kustomize remote resources may name; a
+    # commit can otherwise make the management host call any address.
+    allow_remote: tuple[str, ...] = ()
+    # Bounds on what one app may make (output of a tool run, objects) and on the
+    # sandboxed tool process (address space, CPU seconds).
+    max_output_bytes: int = 64 * 1024 * 1024
+    max_objects: int = 10_000
+    memory_limit_bytes: int = 4 * 1024 * 1024 * 1024
+    cpu_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -195,21 +208,12 @@ def _positive_int(value: Any) -> int | None:
 
 
 def _positive_number(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    return float(value) if ok else None
+    return float(value) if _number(value) and value > 0 else None
 
 
 def _str_list(value: Any) -> tuple[str, ...] | None:
     if isinstance(value, list) and all(_str(v) for v in value):
         return tuple(value)
-    return None
-
-
-def _mirrors(value: Any) -> dict[str, str] | None:
-    if isinstance(value, dict) and all(
-        isinstance(v, str) and re.match(r"^(https?|oci)://", v) for v in value.values()
-    ):
-        return dict(value)
     return None
 
 
@@ -253,7 +257,9 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     daemon_keys = {"state_dir", *DaemonConfig.__dataclass_fields__}
     daemon = r.table(data, "daemon", daemon_keys)
     state_dir = r.get(daemon, "daemon", "state_dir", _str, "a directory path", DEFAULT_STATE_DIR)
-
+    # Every table is read before deciding, so one run of `check` lists every problem.
+    daemon_config = _daemon(r, daemon)
+    logs = _logs(r, data)
     render = _render(r, data)
     repos = _repos(r, data)
     clusters = _clusters(r, data)
@@ -268,21 +274,57 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         repos=tuple(repos),
         clusters=tuple(clusters),
         apps=tuple(apps),
-        daemon=_daemon(r, daemon),
-        logs=_logs(r, data),
+        daemon=daemon_config,
+        logs=logs,
     )
+
+
+def check_files(config: Config) -> list[str]:
+    """Problems with the files the config names and the process must read at start-up
+    (kubeconfigs, the log CA, policies, tool binaries), each naming file and key.
+    Kept apart from parsing, which stays a pure function of the text."""
+    problems: list[str] = []
+
+    def need(path: Path | None, key: str, what: str, test: Callable[[Path], bool]) -> None:
+        if path is not None and not test(path):
+            problems.append(f"{config.file}: {key}: {path}: expected {what}")
+
+    for i, cluster in enumerate(config.clusters):
+        need(cluster.kubeconfig, f"clusters[{i}].kubeconfig", "a readable kubeconfig file", _file)
+    need(config.logs.ship_ca_file, "logs.ship_ca_file", "a readable CA certificate file", _file)
+    need(config.daemon.policies, "daemon.policies", "a directory of policy files", Path.is_dir)
+    for key in ("helm", "kubectl"):
+        binary = getattr(config.render, key)
+        if binary is not None and shutil.which(binary) is None:
+            problems.append(
+                f"{config.file}: render.{key}: expected an executable {key}, "
+                f"{binary!r} is none (not found, or not executable)"
+            )
+    return problems
+
+
+def _file(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+# Bounds that keep a value meaningful and within what the scheduler and clocks handle.
+_MAX_SECONDS = 366 * 24 * 3600.0
+_MAX_DAYS = 100 * 366.0
 
 
 def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     d = DaemonConfig()
     policies = r.get(t, "daemon", "policies", _str, "a directory of policy files")
-    address = r.get(t, "daemon", "metrics_address", _address, '"host:port", or "" for none', "")
+    address = r.get(
+        t, "daemon", "metrics_address", _address, '"host:port" (port 0-65535), or "" for none', ""
+    )
 
     def seconds(key: str, default: float) -> float:
-        return r.get(t, "daemon", key, _positive_number, "a number of seconds > 0") or default
+        value = r.get(t, "daemon", key, _seconds, "a number of seconds > 0, at most a year")
+        return value or default
 
     share = r.get(t, "daemon", "max_prune_share", _share, "a number from 0 to 1")
-    retention = r.get(t, "daemon", "retention_days", _positive_number, "a number of days > 0")
+    retention = r.get(t, "daemon", "retention_days", _days, "a number of days > 0, at most 36600")
     return DaemonConfig(
         policies=r.path(policies) if policies else None,
         metrics_address=(address or None) if "metrics_address" in t else d.metrics_address,
@@ -297,8 +339,11 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
 def _logs(r: _Reader, data: Mapping[str, Any]) -> LogsConfig:
     t = r.table(data, "logs", set(LogsConfig.__dataclass_fields__))
     level = r.get(t, "logs", "level", _level, '"debug", "info", "warning" or "error"', "info")
-    url = r.get(t, "logs", "ship_url", _server, "an http(s) URL of VictoriaLogs")
+    url = r.get(t, "logs", "ship_url", _server, "an http:// or https:// URL of VictoriaLogs")
     ca_file = r.get(t, "logs", "ship_ca_file", _str, "a CA certificate file")
+    if ca_file and not (url or "").startswith("https://"):
+        # A CA file with no https URL to verify would be silently ignored.
+        r.problem("logs.ship_ca_file", "set only with an https:// logs.ship_url")
     return LogsConfig(
         level=level or "info",
         ship_url=url.rstrip("/") if url else None,
@@ -307,15 +352,49 @@ def _logs(r: _Reader, data: Mapping[str, Any]) -> LogsConfig:
 
 
 def _address(value: Any) -> str | None:
+    """ "" (off), or host:port: an IPv4 address, a host name or a [bracketed] IPv6 one."""
     if value == "":
         return ""
-    ok = isinstance(value, str) and re.match(r"^[^\s:]+:\d{1,5}$", value) is not None
-    return value if ok else None
+    if not isinstance(value, str):
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535 or len(port) > 5:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+        return value
+    return value if re.fullmatch(_HOSTNAME, host.lower()) or _is_ipv4(host) else None
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _share(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    ok = _number(value) and 0 <= value <= 1
     return float(value) if ok else None
+
+
+def _seconds(value: Any) -> float | None:
+    ok = _number(value) and 0 < value <= _MAX_SECONDS
+    return float(value) if ok else None
+
+
+def _days(value: Any) -> float | None:
+    ok = _number(value) and 0 < value <= _MAX_DAYS
+    return float(value) if ok else None
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (TOML also has inf and nan), not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _level(value: Any) -> str | None:
@@ -323,8 +402,7 @@ def _level(value: Any) -> str | None:
 
 
 def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:
-    keys = {"timeout_seconds", "max_file_bytes", "helm", "kubectl", "chart_mirrors"}
-    t = r.table(data, "render", keys)
+    t = r.table(data, "render", set(RenderConfig.__dataclass_fields__))
     defaults = RenderConfig()
 
     def binary(key: str) -> str | None:
@@ -334,16 +412,55 @@ def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:
 
     timeout = r.get(t, "render", "timeout_seconds", _positive_number, "a number of seconds > 0")
     max_bytes = r.get(t, "render", "max_file_bytes", _positive_int, "a whole number of bytes > 0")
-    mirrors = r.get(
-        t, "render", "chart_mirrors", _mirrors, 'a table of chart repository URL = "mirror URL"'
-    )
+    mirrors = _mirrors(r, t)
+    allow_remote = r.get(t, "render", "allow_remote", _hosts, "a list of host names")
+
+    def limit(key: str, default: int) -> int:
+        return r.get(t, "render", key, _positive_int, "a whole number > 0") or default
+
     return RenderConfig(
         timeout_seconds=timeout or defaults.timeout_seconds,
         max_file_bytes=max_bytes or defaults.max_file_bytes,
         helm=binary("helm"),
         kubectl=binary("kubectl"),
-        chart_mirrors={normalise_url(k): v for k, v in (mirrors or {}).items()},
+        chart_mirrors=mirrors,
+        allow_remote=allow_remote or (),
+        max_output_bytes=limit("max_output_bytes", defaults.max_output_bytes),
+        max_objects=limit("max_objects", defaults.max_objects),
+        memory_limit_bytes=limit("memory_limit_bytes", defaults.memory_limit_bytes),
+        cpu_seconds=limit("cpu_seconds", defaults.cpu_seconds),
     )
+
+
+def _mirrors(r: _Reader, t: Mapping[str, Any]) -> dict[str, str]:
+    """[render.chart_mirrors]: chart repository URL = mirror URL, each entry checked."""
+    table = t.get("chart_mirrors", {})
+    if not isinstance(table, dict):
+        r.problem("render.chart_mirrors", 'expected a table of chart repository URL = "mirror URL"')
+        return {}
+    mirrors: dict[str, str] = {}
+    for url, mirror in table.items():
+        key = f"render.chart_mirrors.{json.dumps(url)}"
+        if not re.fullmatch(r"\S+", url):
+            r.problem(key, "expected the chart repository URL an Application names as its key")
+        elif not isinstance(mirror, str) or not re.match(r"^(https?|oci)://\S+$", mirror):
+            r.problem(key, f"expected an http(s):// or oci:// mirror URL, got {_describe(mirror)}")
+        else:
+            mirrors[normalise_url(url)] = mirror
+    return mirrors
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = rf"(?=[^:]{{1,253}}(:|$)){_LABEL}(\.{_LABEL})*"
+_HOST = re.compile(rf"^{_HOSTNAME}(:\d{{1,5}})?$")
+
+
+def _hosts(value: Any) -> tuple[str, ...] | None:
+    """Host names (optionally host:port), lower-cased; no schemes, paths or wildcards."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    hosts = tuple(v.strip().lower() for v in value)
+    return hosts if all(_HOST.match(h) for h in hosts) else None
 
 
 def _repos(r: _Reader, data: Mapping[str, Any]) -> list[RepoConfig]:

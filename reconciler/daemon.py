@@ -6,11 +6,18 @@ each clone's git directory, and a periodic fetch), a watch event on a managed
 live object, and a periodic full resync. Each cluster has its own worker
 thread with its own debounce, so a slow or unreachable cluster never delays
 the others. Desired state is rendered once per commit change and shared.
+
+Every thread and job runs under `reconciler.supervise`: an unexpected exception
+is logged (redacted), counted, recorded and the part restarted with backoff;
+the heartbeat and systemd's watchdog are fed only while no part is stuck, so a
+daemon that stopped reconciling is restarted rather than reported healthy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -27,19 +34,25 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler import logs, systemd
 from reconciler.catalogue import Catalogue
-from reconciler.cluster import ClusterError, Unreachable
+from reconciler.cluster import ClusterError, NotSynced, Unreachable
 from reconciler.config import Config
 from reconciler.desired import Desired
+from reconciler.diff.redact import redact_text
 from reconciler.engine import ClusterEngine, Report
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics, MetricsServer
-from reconciler.model import App, ObjectRef, Result
+from reconciler.model import App, GroupKind, ObjectRef, Result
 from reconciler.session import Session, apps_by_cluster, open_session
 from reconciler.shipping import ShippingConfig
 from reconciler.store import now
+from reconciler.supervise import Health, Supervisor, formatted, short
 
 HEARTBEAT_S = 5.0
 SHUTDOWN_DEADLINE_S = 8.0
+# A worker that shows no progress for 3 resync intervals (never less than this) is stuck.
+MIN_STALL_S = 30.0
+# Rendering every app (Helm charts included) may take minutes; past this it is stuck.
+RENDER_DEADLINE_S = 900.0
 # A live object reverted this often within the window is flapping: another writer
 # keeps changing it back, so the reconciler backs off instead of fighting forever.
 FLAP_REVERTS = 3
@@ -76,11 +89,11 @@ class _Flapping:
         return True
 
 
-class Worker(threading.Thread):
+class Worker:
     """Reconciles one cluster whenever it is triggered, debounced, until stopped."""
 
     def __init__(self, daemon: Daemon, engine: ClusterEngine) -> None:
-        super().__init__(name=f"worker-{engine.name}", daemon=True)
+        self.name = f"worker {engine.name}"  # its thread's and its supervised part's
         self.reconciler = daemon
         self.engine = engine
         self.log = logs.get(cluster=engine.name)
@@ -91,6 +104,19 @@ class Worker(threading.Thread):
         self.flapping = _Flapping()
         self._applied: dict[ObjectRef, str] = {}
         self.reconciles = 0
+        # Kinds that could not be listed in the last reconcile: their work waits for them.
+        self._waiting: frozenset[GroupKind] = frozenset()
+        self.thread: threading.Thread | None = None
+        self._looped = False
+        engine.progress = self._progress
+        engine.internal_error = functools.partial(daemon.health.failed, self.name)
+
+    def start(self) -> None:
+        self.thread = self.reconciler.supervisor.thread(self.name, self._loop)
+
+    def _progress(self, within_s: float) -> None:
+        stall = self.reconciler.stall_s
+        self.reconciler.health.busy(self.name, max(stall, within_s), "reconcile")
 
     def trigger(self, reason: str) -> None:
         with self._lock:
@@ -102,9 +128,17 @@ class Worker(threading.Thread):
         if ref in self.managed:
             self.trigger(f"watch {event.lower()} {ref}")
 
-    def run(self) -> None:
-        stopping = self.reconciler.stopping
+    def _loop(self) -> None:
+        stopping, health = self.reconciler.stopping, self.reconciler.health
+        if self._looped:
+            # Restarted by the supervisor: what the failed reconcile was for is still due.
+            self.trigger("restart")
+        self._looped = True
         while not stopping.is_set():
+            health.idle(self.name)
+            if self._waiting and not self._waiting & self.engine.cache.unlisted().keys():
+                self._waiting = frozenset()
+                self.trigger("kinds listable again")
             self._wake.wait(timeout=1.0)
             if stopping.is_set() or not self._wake.is_set():
                 continue
@@ -114,6 +148,7 @@ class Worker(threading.Thread):
                 reasons, self._reasons = self._reasons, set()
                 self._wake.clear()
             if not stopping.is_set():
+                self._progress(0.0)
                 self.reconcile(reasons)
 
     def reconcile(self, reasons: set[str]) -> Report | None:
@@ -137,6 +172,7 @@ class Worker(threading.Thread):
             log.error("reconcile.failed", error=str(exc))
             return None
         self.reconciles += 1
+        self._waiting = frozenset(report.unlisted)
         self._observe(report, desired, apps)
         log.info(
             "reconcile.done",
@@ -240,11 +276,17 @@ class Daemon:
         self.stopping = threading.Event()
         self.log = logs.get()
         self.metrics = Metrics(version=_version())
+        self.health = Health(on_failure=self._internal_error, redact=self._redact)
+        self.supervisor = Supervisor(self.health, self.stopping)
+        self.stall_s = max(3 * config.daemon.resync_interval_s, MIN_STALL_S)
+        self._stuck: tuple[str, ...] = ()
         # Watch events may arrive as soon as the caches start, before the workers exist.
         self.workers: dict[str, Worker] = {}
+        self.desired: Desired | None = None
         self.session: Session = open_session(config, on_change=self._on_change)
         self.store = self.session.store
-        self.desired: Desired | None = None
+        for engine in self.session.engines.values():
+            engine.cache.supervise(self.health)
         self._commits: dict[str, str] = {}
         self._errors: list[str] = []
         self._repo_errors: dict[str, str] = {}
@@ -292,7 +334,9 @@ class Daemon:
                 )
             return True
 
-    def _commit_moved(self, fetch: bool) -> None:
+    def _commit_moved(self, fetch: bool, part: str = "") -> None:
+        if part:
+            self.health.busy(part, RENDER_DEADLINE_S, "render")
         try:
             if self.refresh(fetch=fetch):
                 self.trigger_all("commit")
@@ -318,20 +362,67 @@ class Daemon:
         for worker in self.workers.values():
             worker.start()
         self._schedule()
-        watcher = threading.Thread(target=self._watch_repos, name="git-watch", daemon=True)
-        watcher.start()
+        self.supervisor.thread("git-watch", self._watch_repos)
         interval = systemd.watchdog_interval() or HEARTBEAT_S
+        self._check_health()
         while not self.stopping.wait(min(interval, HEARTBEAT_S)):
-            # The watchdog is fed from the main loop: a hung loop gets the daemon restarted.
+            self._check_health()
+        return self._shutdown()
+
+    def _check_health(self) -> None:
+        """Record every part's health; beat and feed the watchdog only if none is stuck,
+        so systemd restarts a daemon that has stopped making progress."""
+        parts = self.health.snapshot()
+        self.store.replace_components(parts)
+        stuck = {p.name: p.detail for p in parts if p.state == "stuck"}
+        if tuple(stuck) != self._stuck:
+            self._stuck = tuple(stuck)
+            if stuck:
+                self.log.error("daemon.stuck", parts=stuck)
+                systemd.status("stuck: " + "; ".join(f"{n}: {d}" for n, d in stuck.items()))
+            else:
+                self.log.info("daemon.progressing")
+                systemd.status(f"watching {len(self.workers)} clusters")
+        if not stuck:
             systemd.watchdog()
             self.store.beat(self.started_at)
-        return self._shutdown()
+
+    def _internal_error(self, part: str, exc: BaseException, repeated: bool) -> None:
+        """Count an unexpected exception and log it, with its traceback unless the part
+        failed the same way last time; Secret values it may quote are redacted first."""
+        self.metrics.count_internal_error(part)
+        if repeated:
+            self.log.warning("internal.error.again", component=part, error=self._redact(short(exc)))
+            return
+        self.log.error(
+            "internal.error",
+            component=part,
+            error=self._redact(short(exc)),
+            traceback=self._redact(formatted(exc)),
+        )
+
+    def _redact(self, text: str) -> str:
+        """`text` with the value of every Secret the daemon knows (desired or live) redacted."""
+        secrets = [
+            m.obj
+            for cluster in (self.desired.clusters.values() if self.desired else ())
+            for m in cluster.manifests
+            if (m.ref.group, m.ref.kind) == ("", "Secret")
+        ]
+        for engine in self.session.engines.values():
+            with contextlib.suppress(NotSynced):
+                secrets.extend(engine.cache.objects("", "Secret"))
+        return redact_text(text, secrets)
 
     def _first_reconcile(self) -> None:
         """Reconcile every cluster once, in parallel, before telling systemd we are ready."""
         self.store.beat(self.started_at)
         threads = [
-            threading.Thread(target=w.reconcile, args=({"start"},), daemon=True)
+            threading.Thread(
+                target=self.supervisor.call,
+                args=(w.name, functools.partial(w.reconcile, {"start"}), self.stall_s),
+                daemon=True,
+            )
             for w in self.workers.values()
         ]
         for t in threads:
@@ -343,31 +434,28 @@ class Daemon:
 
     def _schedule(self) -> None:
         d = self.config.daemon
-        self.scheduler.add_job(
-            self._commit_moved,
-            "interval",
-            seconds=d.fetch_interval_s,
-            args=(True,),
-            id="fetch",
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
-            self.trigger_all,
-            "interval",
-            seconds=d.resync_interval_s,
-            args=("resync",),
-            id="resync",
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
-            self.store.drop_history,
-            "interval",
-            hours=1,
-            args=(datetime.timedelta(days=d.retention_days),),
-            id="retention",
-        )
+        jobs = {
+            "fetch": (d.fetch_interval_s, functools.partial(self._commit_moved, True)),
+            "resync": (d.resync_interval_s, functools.partial(self.trigger_all, "resync")),
+            "retention": (
+                3600.0,
+                functools.partial(
+                    self.store.drop_history, datetime.timedelta(days=d.retention_days)
+                ),
+            ),
+        }
+        for job, (every_s, work) in jobs.items():
+            part = f"job {job}"
+            self.health.idle(part)
+            self.scheduler.add_job(
+                self.supervisor.call,
+                "interval",
+                seconds=every_s,
+                args=(part, work, RENDER_DEADLINE_S),
+                id=job,
+                max_instances=1,
+                coalesce=True,
+            )
         self.scheduler.start()
 
     def _watch_repos(self) -> None:
@@ -377,6 +465,7 @@ class Daemon:
         if not paths:
             return
         watching = False
+        self.health.idle("git-watch")
         for changes in watchfiles.watch(
             *paths,
             watch_filter=_git_ref_filter,
@@ -391,7 +480,8 @@ class Daemon:
             # watch began would wait for the next periodic fetch.
             if changes or not watching:
                 watching = True
-                self._commit_moved(fetch=False)
+                self._commit_moved(fetch=False, part="git-watch")
+            self.health.idle("git-watch")
 
     def _serve_metrics(self) -> None:
         address = self.config.daemon.metrics_address
@@ -413,8 +503,8 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_DEADLINE_S
         self.scheduler.shutdown(wait=False)
         for worker in self.workers.values():
-            if worker.is_alive():
-                worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.thread is not None:
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
         if self._metrics_server is not None:
             self._metrics_server.close(timeout=1.0)
         self.store.beat(self.started_at)
@@ -446,6 +536,8 @@ def run(config: Config) -> int:
     daemon = Daemon(config)
     if shipper is not None:
         daemon.metrics.read_dropped_log_entries(lambda: shipper.dropped)
+        # The shipper restarts its own sends with backoff; a thread that died is stuck.
+        daemon.health.register("log-shipper", shipper.thread)
     try:
         return daemon.run()
     finally:

@@ -10,6 +10,7 @@ sends no request that writes, dry-run included.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from collections import Counter, defaultdict
@@ -45,9 +46,19 @@ from reconciler.model import (
     Violation,
     object_ref,
 )
-from reconciler.plan import Action, ActionKind, DeletePolicy, Plan, next_inventory, plan
+from reconciler.plan import (
+    DEFAULT_MAX_PRUNE_SHARE,
+    WAITING,
+    Action,
+    ActionKind,
+    DeletePolicy,
+    Plan,
+    next_inventory,
+    plan,
+)
 from reconciler.policy import Policies
 from reconciler.store import AppRecord, InventoryItem, RunRecord, Store, now
+from reconciler.supervise import short
 
 # Marks what the reconciler applied, so its inventory can be read back from the
 # cluster itself (as Flux's and ApplySet's labels allow) and not only from the store.
@@ -127,6 +138,8 @@ class Report:
     notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     duration_s: float = 0.0
     unreachable: str | None = None  # why the cluster stopped answering mid-apply
+    # Kinds whose live state was unknown (cannot be listed), with why: their work waits.
+    unlisted: Mapping[GroupKind, str] = field(default_factory=dict)
 
     @property
     def counts(self) -> Counter[Result]:
@@ -150,8 +163,10 @@ class ClusterEngine:
         policies: Policies,
         *,
         on_change: Callable[[ObjectRef, str], None] | None = None,
+        max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
     ) -> None:
         self.config = config
+        self.max_prune_share = max_prune_share
         self.name = config.name
         self.store = store
         self.policies = policies
@@ -170,6 +185,14 @@ class ClusterEngine:
         self._memo: dict[ObjectRef, tuple[str, Drift | None]] = {}
         self._policy_memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
         self._prepared: tuple[ClusterDesired, list[Manifest], dict[ObjectRef, str]] | None = None
+        # Desired objects that could not be prepared for apply (ref -> why): they fail alone.
+        self._broken: dict[ObjectRef, str] = {}
+        # Told of each step, so a supervisor can tell a long reconcile from a stuck one:
+        # the argument is how long the next step may take, beyond the usual.
+        self.progress: Callable[[float], None] = _ignore_progress
+        # Told of each unexpected exception that one object raised (it fails alone).
+        self.internal_error: Callable[[BaseException], None] = self._log_internal_error
+        self._internal_errors_seen: set[tuple[ObjectRef, str]] = set()
 
     @property
     def mode(self) -> str:
@@ -222,12 +245,21 @@ class ClusterEngine:
         in_sync: list[tuple[ObjectRef, str]] = []
         verdicts = self.store.in_sync(self.name)
         for m in manifests:
+            self.progress(0.0)
+            if m.ref in self._broken:
+                errors.append(ObjectError(m.origin.app, m.ref, self._broken[m.ref]))
+                continue
             try:
                 found = self._diff(m, rules.get(m.origin.app, AppRules()), verdicts, in_sync)
             except Unreachable:
                 raise  # the whole reconcile waits for the cluster, not each object in turn
+            except NotSynced:
+                continue  # its kind cannot be listed: the plan says that the object waits
             except ReconcilerError as exc:
                 errors.append(ObjectError(m.origin.app, m.ref, str(exc)))
+                continue
+            except Exception as exc:  # a bug met by one object stays with that object
+                errors.append(ObjectError(m.origin.app, m.ref, self._contain(m.ref, exc)))
                 continue
             if found is not None:
                 drifts.append((m.origin.app, found))
@@ -240,7 +272,7 @@ class ClusterEngine:
             if extra is not None:
                 drifts.append((item.app, extra))
         self.store.remember_in_sync(self.name, in_sync)
-        violations = self._violations(manifests, self._live_objects(manifests))
+        violations = self._violations(manifests, self._live_objects(manifests), errors)
         report = Report(
             cluster=self.name,
             mode=self.mode,
@@ -256,10 +288,32 @@ class ClusterEngine:
         """The cluster's manifests as they are applied (tracking label on apply-mode
         clusters), with their canonical text; made once per render, not per resync."""
         if self._prepared is None or self._prepared[0] is not desired:
-            manifests = [m if self.report_only else _tracked(m) for m in desired.manifests]
-            texts = {m.ref: canonical(m.obj) for m in manifests}
+            manifests: list[Manifest] = []
+            texts: dict[ObjectRef, str] = {}
+            self._broken = {}
+            for m in desired.manifests:
+                try:
+                    prepared = m if self.report_only else _tracked(m)
+                    texts[m.ref] = canonical(prepared.obj)
+                except Exception as exc:  # e.g. labels that are not a mapping
+                    # Kept as desired (so never pruned) but failed, without a write.
+                    prepared = m
+                    self._broken[m.ref] = f"cannot be prepared: {self._contain(m.ref, exc)}"
+                manifests.append(prepared)
             self._prepared = (desired, manifests, texts)
         return self._prepared[1]
+
+    def _contain(self, ref: ObjectRef, exc: BaseException) -> str:
+        """Report an unexpected exception one object raised (once per object and
+        message); returns the object's error message."""
+        message = short(exc)
+        if (ref, message) not in self._internal_errors_seen:
+            self._internal_errors_seen.add((ref, message))
+            self.internal_error(exc)
+        return f"internal error: {message}"
+
+    def _log_internal_error(self, exc: BaseException) -> None:
+        self.log.error("object.internal_error", error=short(exc))
 
     def _text(self, m: Manifest) -> str:
         texts = self._prepared[2] if self._prepared else {}
@@ -280,6 +334,7 @@ class ClusterEngine:
             kinds.add(ARGOCD_APPLICATION)
         self.cache.track(kinds)
         errors: list[ObjectError] = []
+        self.progress(SYNC_TIMEOUT_S)
         if not self.cache.wait_synced(SYNC_TIMEOUT_S):
             for gk, problem in sorted(self.cache.errors().items()):
                 errors.append(ObjectError("", None, f"cluster {self.name}: {gk}: {problem}"))
@@ -335,23 +390,34 @@ class ClusterEngine:
         return found
 
     def _violations(
-        self, manifests: Sequence[Manifest], live: Sequence[Mapping[str, Any]]
+        self,
+        manifests: Sequence[Manifest],
+        live: Sequence[Mapping[str, Any]],
+        errors: list[ObjectError],
     ) -> list[Violation]:
         """Policy violations of desired and live objects; an object evaluated before in
-        the same state (desired digest, live resourceVersion) is not evaluated again."""
+        the same state (desired digest, live resourceVersion) is not evaluated again.
+        An object whose evaluation fails is an error of that object (in `errors`)."""
         memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
         found: list[Violation] = []
+        checks: list[tuple[tuple[str, ObjectRef, str], str, Callable[[], list[Violation]]]] = []
         for m in manifests:
-            key = ("desired", m.ref, self._text(m))
-            hit = self._policy_memo.get(key)
-            memo[key] = hit if hit is not None else self.policies.evaluate(self.name, [m])
-            found += memo[key]
+            if m.ref not in self._broken:
+                desired = functools.partial(self.policies.evaluate, self.name, [m])
+                checks.append((("desired", m.ref, self._text(m)), m.origin.app, desired))
         for obj in live:
             meta = obj.get("metadata") or {}
-            ref = object_ref(obj)
-            key = ("live", ref, f"{meta.get('uid')}/{meta.get('resourceVersion')}")
+            key = ("live", object_ref(obj), f"{meta.get('uid')}/{meta.get('resourceVersion')}")
+            checks.append(
+                (key, "", functools.partial(self.policies.evaluate, self.name, live=[obj]))
+            )
+        for key, app, evaluate in checks:
             hit = self._policy_memo.get(key)
-            memo[key] = hit if hit is not None else self.policies.evaluate(self.name, live=[obj])
+            try:
+                memo[key] = hit if hit is not None else evaluate()
+            except Exception as exc:
+                errors.append(ObjectError(app, key[1], self._contain(key[1], exc)))
+                continue
             found += memo[key]
         self._policy_memo = memo
         return found
@@ -397,6 +463,7 @@ class ClusterEngine:
         manifests, inventory, apps, failed = self._scoped(desired, apps, only_app)
         scope = None if only_app is None else {only_app}
         found, rules = self._compare(manifests, inventory, apps, failed)
+        unlisted = self.cache.unlisted()
         by_app: dict[str, set[ObjectRef]] = defaultdict(set)
         for item in inventory:
             by_app[item.app].add(item.ref)
@@ -412,7 +479,9 @@ class ClusterEngine:
             mode="report" if self.report_only or dry_run else "apply",
             protected=lambda obj: self.policies.prune_protected(self.name, obj),
             render_failed=desired.failed,
+            max_prune_share=self.max_prune_share,
             unserved=self._unserved(manifests),
+            unlisted=unlisted,
         )
         executed, unreachable = self._execute(the_plan, rules, held or {})
         outcomes = tuple(o for _, o in executed)
@@ -430,6 +499,7 @@ class ClusterEngine:
             notes=the_plan.notes,
             duration_s=time.monotonic() - started,
             unreachable=unreachable,
+            unlisted=unlisted,
         )
         if not dry_run:
             healths = self._healths(manifests, {o.ref for o in outcomes if o.result in _WROTE})
@@ -462,7 +532,11 @@ class ClusterEngine:
         # reconcile rather than spending the retries of every object on a dead server.
         unreachable: str | None = None
         for action in the_plan.actions:
-            if action.writes and unreachable is not None:
+            self.progress(0.0)
+            if action.ref in self._broken and action.kind is not ActionKind.PRUNE:
+                outcome = Outcome(action.app, action.ref, Result.FAILED, self._broken[action.ref])
+                failed_apps.add(action.app)
+            elif action.writes and unreachable is not None:
                 reason = f"not attempted: {unreachable}"
                 outcome = Outcome(action.app, action.ref, Result.SKIPPED, reason)
             elif not action.writes:
@@ -537,6 +611,8 @@ class ClusterEngine:
             return Outcome(action.app, action.ref, Result.FAILED, f"{exc}{where}")
         except ReconcilerError as exc:
             return Outcome(action.app, action.ref, Result.FAILED, str(exc))
+        except Exception as exc:  # a bug met by one object stays with that object
+            return Outcome(action.app, action.ref, Result.FAILED, self._contain(action.ref, exc))
 
     def _apply(self, obj: Mapping[str, Any], settle: float) -> dict[str, Any]:
         """Server-side apply; fields last written by hand (kubectl edit, client-side
@@ -619,7 +695,8 @@ class ClusterEngine:
         for error in report.errors:
             errors_by_app.setdefault(error.app, str(error))
         for o in report.outcomes:
-            if o.result is Result.FAILED:
+            # Work that waits for the live view is not done: the app says why.
+            if o.result is Result.FAILED or o.message.startswith(WAITING):
                 errors_by_app.setdefault(o.app, f"{o.ref}: {o.message}")
         records = []
         for app in apps:
@@ -656,6 +733,10 @@ class ClusterEngine:
                 {r.value: n for r, n in report.counts.items()},
             )
         )
+
+
+def _ignore_progress(_within_s: float) -> None:
+    pass
 
 
 def _defined_kind(crd: Mapping[str, Any]) -> GroupKind:

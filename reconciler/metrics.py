@@ -95,6 +95,13 @@ class Metrics:
             ["cluster", "kind"],
             registry=registry,
         )
+        self._internal = Counter(
+            "reconciler_internal_errors",
+            "Unexpected exceptions caught by the supervisor, by component (worker <cluster>, "
+            "watch <cluster>, job <name>, git-watch, log-shipper).",
+            ["component"],
+            registry=registry,
+        )
         self._flapping = Gauge(
             "reconciler_flapping_objects",
             "Live objects that keep being changed back and are in self-heal backoff.",
@@ -139,6 +146,12 @@ class Metrics:
 
     def count_errors(self, cluster: str, kind: ErrorKind, count: int = 1) -> None:
         self._errors.labels(cluster, kind).inc(count)
+
+    def count_internal_error(self, component: str) -> None:
+        """Count an unexpected exception of a supervised part. The label keeps the first
+        two words of its name (`watch agentic ConfigMap` -> `watch agentic`), so kinds,
+        which are open-ended, never become series."""
+        self._internal.labels(" ".join(component.split()[:2])).inc()
 
     def set_flapping(self, cluster: str, objects: int) -> None:
         self._flapping.labels(cluster).set(objects)

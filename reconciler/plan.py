@@ -42,6 +42,8 @@ HELM_HOOK = "helm.sh/hook"
 HELM_HOOK_WEIGHT = "helm.sh/hook-weight"
 HELM_HOOK_DELETE_POLICY = "helm.sh/hook-delete-policy"
 DEFAULT_MAX_PRUNE_SHARE = 0.5
+# The reason of an action that waits for the live view of its kind.
+WAITING = "waiting: "
 
 # Argo CD's kind order (gitops-engine sync_tasks.go, itself Helm's kind_sorter).
 # Kinds not listed, custom resources among them, come after all of these.
@@ -230,6 +232,7 @@ def plan(
     render_failed: Collection[str] = (),
     max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
     unserved: Collection[GroupKind] = (),
+    unlisted: Mapping[GroupKind, str] | None = None,
 ) -> Plan:
     """The ordered actions that bring one cluster from `live` to `desired`.
 
@@ -242,12 +245,15 @@ def plan(
     its inventory in one reconcile; beyond that its prune is blocked. Objects of
     `unserved` kinds (no CRD installed, none in `desired`) cannot be created: they
     fail without a write, so they do not make their app sync (and run its hooks).
+    Kinds in `unlisted` (kind -> why) cannot be listed right now, so an object of
+    theirs missing from `live` may exist all the same: it is neither created nor
+    dropped from the inventory as "already absent"; it waits, skipped.
     """
     if not 0.0 <= max_prune_share <= 1.0:
         raise ValueError(f"max_prune_share must lie in [0, 1], not {max_prune_share}")
     manifests = tuple(desired)
     pairs = pair(manifests, live, inventory)
-    planner = _Planner({app.name: app for app in apps}, frozenset(unserved))
+    planner = _Planner({app.name: app for app in apps}, frozenset(unserved), unlisted or {})
     hooks: list[tuple[Pairing, _Hook, int]] = []
     candidates: dict[str, list[Pairing]] = defaultdict(list)
     for pairing in pairs.values():
@@ -293,9 +299,15 @@ class _Hook:
 class _Planner:
     """Collects the actions of one `plan` call with their sort keys, and the notes."""
 
-    def __init__(self, apps: Mapping[str, App], unserved: frozenset[GroupKind]) -> None:
+    def __init__(
+        self,
+        apps: Mapping[str, App],
+        unserved: frozenset[GroupKind],
+        unlisted: Mapping[GroupKind, str],
+    ) -> None:
         self.apps = apps
         self.unserved = unserved
+        self.unlisted = unlisted
         self.entries: list[tuple[tuple[Any, ...], Action]] = []
         self.prunes: list[tuple[tuple[Any, ...], Action]] = []
         self.notes: dict[str, list[str]] = defaultdict(list)
@@ -313,12 +325,21 @@ class _Planner:
                     return 0
         return 0
 
+    def waiting(self, ref: ObjectRef) -> str | None:
+        """Why the absence of `ref` from the live view proves nothing, or None."""
+        why = self.unlisted.get(GroupKind(ref.group, ref.kind))
+        return None if why is None else f"{WAITING}kind {ref.kind} cannot be listed ({why})"
+
     def sync(self, pairing: Pairing, drift: Drift | None, wave: int) -> None:
         reason = ""
-        if pairing.live is None and GroupKind(pairing.ref.group, pairing.ref.kind) in self.unserved:
+        absent = pairing.live is None
+        waiting = self.waiting(pairing.ref) if absent else None
+        if waiting is not None:
+            kind, result, reason = ActionKind.NONE, Result.SKIPPED, waiting
+        elif absent and GroupKind(pairing.ref.group, pairing.ref.kind) in self.unserved:
             kind, result = ActionKind.NONE, Result.FAILED
             reason = f"the cluster does not serve {pairing.ref.kind} (CRD not installed)"
-        elif pairing.live is None:
+        elif absent:
             kind, result = ActionKind.CREATE, Result.CREATED
         elif drift is not None:
             kind, result = ActionKind.UPDATE, Result.CONFIGURED
@@ -350,7 +371,7 @@ class _Planner:
             ref = ObjectRef("", "Namespace", "", app.namespace)
             if app.sync_option("CreateNamespace") != "true" or not app.namespace:
                 continue
-            if ref in taken or live.get(ref) is not None:
+            if ref in taken or live.get(ref) is not None or self.waiting(ref) is not None:
                 continue
             taken.add(ref)
             obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": app.namespace}}
@@ -393,7 +414,10 @@ class _Planner:
         self, pairing: Pairing, drift: Drift | None, block: str | None, protected: Protection
     ) -> None:
         live = pairing.live
-        if live is None:
+        waiting = self.waiting(pairing.ref) if live is None else None
+        if waiting is not None:
+            kind, result, reason = ActionKind.NONE, Result.SKIPPED, waiting
+        elif live is None:
             # Deleted by someone else: nothing to send, and it leaves the inventory.
             kind, result, reason = ActionKind.NONE, Result.PRUNED, "already absent"
         elif block is not None:

@@ -8,8 +8,11 @@ cannot even be set up (unreadable kubeconfig) is an error of that cluster only.
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from reconciler.config import Config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
@@ -17,7 +20,7 @@ from reconciler.engine import ClusterEngine
 from reconciler.errors import ReconcilerError
 from reconciler.model import App, ObjectRef
 from reconciler.policy import SHIPPED_POLICIES, Policies, load_policies
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 
 STATE_DB = "state.db"
 
@@ -31,6 +34,18 @@ def open_store(config: Config, *, readonly: bool = False) -> Store:
     return Store(config.state_dir / STATE_DB, readonly=readonly)
 
 
+def _reading_store(config: Config) -> tuple[Store, Path | None]:
+    """The state read-only, or, before the daemon ever ran, an empty state in a
+    temporary directory (returned to be removed): a reader never creates state_dir."""
+    try:
+        return open_store(config, readonly=True), None
+    except StoreError:
+        if (config.state_dir / STATE_DB).exists():
+            raise
+    scratch = Path(tempfile.mkdtemp(prefix="reconciler-diff-"))
+    return Store(scratch / STATE_DB), scratch
+
+
 @dataclass
 class Session:
     config: Config
@@ -39,19 +54,23 @@ class Session:
     engines: dict[str, ClusterEngine] = field(default_factory=dict)
     # Clusters that could not be set up, with why; the others carry on.
     broken: dict[str, str] = field(default_factory=dict)
+    scratch: Path | None = None  # the empty state of a reader that found none
 
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close()
         self.store.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def render(self, clusters: Collection[str] | None = None, *, fetch: bool = False) -> Desired:
         """Render the committed desired state of `clusters` (all when None)."""
         sources = open_sources(self.config, fetch=fetch)
-        for name, problem in sources.problems.items():
-            self.store.record_repo(name, None, problem)
-        for name, tree in sources.trees.items():
-            self.store.record_repo(name, tree.commit, None)
+        if not self.store.readonly:
+            for name, problem in sources.problems.items():
+                self.store.record_repo(name, None, problem)
+            for name, tree in sources.trees.items():
+                self.store.record_repo(name, tree.commit, None)
         return build_desired(self.config, sources, tools_for(self.config), clusters)
 
 
@@ -60,16 +79,24 @@ def open_session(
     clusters: Collection[str] | None = None,
     *,
     on_change: Callable[[str, ObjectRef, str], None] | None = None,
+    readonly: bool = False,
 ) -> Session:
-    """Policies, store and an engine per selected cluster (all when None)."""
-    session = Session(config, open_store(config), policies_for(config))
+    """Policies, store and an engine per selected cluster (all when None). A `readonly`
+    session (diff) writes nothing to the state, so it may run beside the daemon; the
+    others are writers and must hold the state lock (reconciler.statedir)."""
+    store, scratch = _reading_store(config) if readonly else (open_store(config), None)
+    session = Session(config, store, policies_for(config), scratch=scratch)
     for cluster in config.clusters:
         if clusters is not None and cluster.name not in clusters:
             continue
         notify = functools.partial(on_change, cluster.name) if on_change else None
         try:
             session.engines[cluster.name] = ClusterEngine(
-                cluster, session.store, session.policies, on_change=notify
+                cluster,
+                session.store,
+                session.policies,
+                on_change=notify,
+                max_prune_share=config.daemon.max_prune_share,
             )
         except ReconcilerError as exc:
             session.broken[cluster.name] = str(exc)

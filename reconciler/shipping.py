@@ -132,6 +132,10 @@ class LogShipper:
         self._thread.start()
 
     @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
     def dropped(self) -> int:
         """Lines never delivered: evicted when full, rejected by the sink, or unsent at close."""
         with self._cond:

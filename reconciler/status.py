@@ -3,6 +3,10 @@
 It never contacts a cluster, so it answers at once and also when the daemon is
 down (it then says so). The JSON shape is an interface others' scripts rely on;
 the table is for a person, so it leads with what needs attention.
+
+The daemon records the health of each of its parts (worker, watch, job) every
+few seconds, and beats only while none is stuck: a process that is up but has
+a stuck part is reported `stuck` with the part named, not `running`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import os
 from typing import Any
 
 from reconciler.config import Config
-from reconciler.store import Store
+from reconciler.store import ComponentRecord, Store
+from reconciler.supervise import DEGRADED
 
 # The daemon beats every few seconds; three missed beats mean it is not running.
 STALE_AFTER_S = 20.0
@@ -40,7 +45,13 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
     at = at or datetime.datetime.now(datetime.UTC)
     beat = store.heartbeat()
     age = _age_s(beat.at, at) if beat else None
-    running = beat is not None and age is not None and age < STALE_AFTER_S and _alive(beat.pid)
+    alive = beat is not None and _alive(beat.pid)
+    running = alive and age is not None and age < STALE_AFTER_S
+    parts = store.components()
+    # Parts are recorded even while the heartbeat is held back: fresh ones mean "up".
+    recorded = max((p.updated_at for p in parts), default=None)
+    recorded_age = _age_s(recorded, at)
+    up = running or (alive and recorded_age is not None and recorded_age < STALE_AFTER_S)
     clusters = []
     for cluster in config.clusters:
         state = store.cluster_state(cluster.name) or {}
@@ -75,19 +86,47 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
                 ],
             }
         )
+    components = [_component(p) for p in parts] if up else []
     return {
         "daemon": {
             "running": running,
             "pid": beat.pid if beat else None,
             "heartbeat": beat.at if beat else None,
+            "state": _state(up, running, components),
+            "components": components,
         },
         "repos": store.repos(),
         "clusters": clusters,
     }
 
 
+def _component(part: ComponentRecord) -> dict[str, Any]:
+    return {
+        "name": part.name,
+        "state": part.state,
+        "detail": part.detail,
+        "progress_at": part.progress_at,
+        "errors": part.errors,
+        "last_error": part.last_error,
+        "last_error_at": part.last_error_at,
+    }
+
+
+def _state(up: bool, running: bool, components: list[dict[str, Any]]) -> str:
+    """down | stuck | degraded | running: what the daemon as a whole is doing."""
+    if not up:
+        return "down"
+    states = {c["state"] for c in components}
+    if not running or "stuck" in states:
+        return "stuck"
+    return "degraded" if states & set(DEGRADED) else "running"
+
+
 def healthy(status: dict[str, Any]) -> bool:
-    """All apps synced with no errors, and nothing known to be Degraded or Missing."""
+    """All apps synced with no errors, nothing known to be Degraded or Missing, and a
+    daemon that is either down or making progress on every part."""
+    if status["daemon"].get("state") in ("stuck", "degraded"):
+        return False
     return all(
         a["sync"] == "Synced" and not a["error"] and a["health"] not in ("Degraded", "Missing")
         for c in status["clusters"]
@@ -101,13 +140,34 @@ def table(
     """The status as a person reads it: daemon, repos, clusters, then apps that need attention."""
     at = at or datetime.datetime.now(datetime.UTC)
     d = status["daemon"]
-    if d["running"]:
-        head = f"daemon: running (pid {d['pid']}, heartbeat {_ago(d['heartbeat'], at)})"
+    trouble = [c for c in d["components"] if c["state"] != "ok" and c["state"] != "busy"]
+    if d["state"] == "stuck":
+        stuck = ", ".join(c["name"] for c in trouble if c["state"] == "stuck") or "the main loop"
+        head = f"daemon: STUCK (pid {d['pid']}, no progress in: {stuck})"
+    elif d["running"]:
+        word = "DEGRADED" if d["state"] == "degraded" else "running"
+        head = f"daemon: {word} (pid {d['pid']}, heartbeat {_ago(d['heartbeat'], at)})"
     elif d["heartbeat"]:
         head = f"daemon: NOT RUNNING (last heartbeat {_ago(d['heartbeat'], at)})"
     else:
         head = "daemon: NOT RUNNING (never started with this state directory)"
     out = [head, ""]
+    if trouble:
+        out += _grid(
+            ["PART", "STATE", "PROGRESS", "DETAIL"],
+            [[c["name"], c["state"], _ago(c["progress_at"], at), c["detail"]] for c in trouble],
+        )
+        out.append("")
+    errors = [c for c in d["components"] if c["last_error"]]
+    if errors:
+        out += _grid(
+            ["PART", "ERRORS", "LAST ERROR"],
+            [
+                [c["name"], str(c["errors"]), f"{_ago(c['last_error_at'], at)}: {c['last_error']}"]
+                for c in errors
+            ],
+        )
+        out.append("")
     out += _grid(
         ["REPO", "COMMIT", "FETCHED", "ERROR"],
         [

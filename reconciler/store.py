@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler import statedir
 from reconciler.errors import ReconcilerError
 from reconciler.model import Drift, ObjectRef
 
@@ -65,6 +66,9 @@ CREATE TABLE IF NOT EXISTS in_sync (
     cluster TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
     name TEXT NOT NULL, verdict TEXT NOT NULL,
     PRIMARY KEY (cluster, grp, kind, namespace, name));
+CREATE TABLE IF NOT EXISTS components (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, detail TEXT NOT NULL, progress_at TEXT NOT NULL,
+    errors INTEGER NOT NULL, last_error TEXT, last_error_at TEXT, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, cluster TEXT NOT NULL,
     app TEXT NOT NULL, object TEXT NOT NULL, result TEXT NOT NULL, message TEXT NOT NULL);
@@ -116,6 +120,20 @@ class AppRecord:
 
 
 @dataclass(frozen=True)
+class ComponentRecord:
+    """One supervised part of the daemon (see reconciler.supervise), as last recorded."""
+
+    name: str
+    state: str
+    detail: str
+    progress_at: str
+    errors: int
+    last_error: str | None
+    last_error_at: str | None
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     pid: int
     started_at: str
@@ -131,13 +149,12 @@ class Store:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         try:
             if readonly:
-                self._db = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5
-                )
+                self._db = _open_readonly(path)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                statedir.prepare(path.parent)
                 self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -146,6 +163,7 @@ class Store:
                     "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
                 self._db.commit()
+                statedir.secure_database(path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"state store {path}: {exc}") from None
         self._db.row_factory = sqlite3.Row
@@ -184,6 +202,50 @@ class Store:
     def heartbeat(self) -> Heartbeat | None:
         rows = self._query("SELECT pid, started_at, at FROM heartbeat")
         return Heartbeat(rows[0]["pid"], rows[0]["started_at"], rows[0]["at"]) if rows else None
+
+    # -- supervised parts of the daemon ------------------------------------------
+
+    def replace_components(self, components: Iterable[ComponentRecord]) -> None:
+        """The daemon's parts as its supervisor sees them now (written every few
+        seconds, also while the heartbeat is held back because one is stuck)."""
+        at = now()
+        with self._tx() as db:
+            db.execute("DELETE FROM components")
+            db.executemany(
+                "INSERT INTO components VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        c.name,
+                        c.state,
+                        c.detail,
+                        c.progress_at,
+                        c.errors,
+                        c.last_error,
+                        c.last_error_at,
+                        at,
+                    )
+                    for c in components
+                ],
+            )
+
+    def components(self) -> list[ComponentRecord]:
+        try:
+            rows = self._query("SELECT * FROM components ORDER BY name")
+        except StoreError:
+            return []  # a state directory written before the daemon recorded its parts
+        return [
+            ComponentRecord(
+                r["name"],
+                r["state"],
+                r["detail"],
+                r["progress_at"],
+                r["errors"],
+                r["last_error"],
+                r["last_error_at"],
+                r["updated_at"],
+            )
+            for r in rows
+        ]
 
     # -- cluster identity -----------------------------------------------------
 
@@ -403,13 +465,22 @@ class Store:
 
     def _verdict_key(self) -> bytes:
         if self._key is None:
-            with self._tx() as db:
-                db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('verdict_key', ?)",
-                    (secrets.token_bytes(32).hex(),),
-                )
             rows = self._query("SELECT value FROM meta WHERE key = 'verdict_key'")
-            self._key = bytes.fromhex(rows[0]["value"])
+            legacy = bytes.fromhex(rows[0]["value"]) if rows else None
+            if self.readonly:
+                # Without the key (a reader in the service's group) no stored verdict
+                # matches, so every object is compared in full: slower, never wrong.
+                key = statedir.read_key(self.path.parent) or legacy
+                self._key = key or secrets.token_bytes(statedir.KEY_BYTES)
+            else:
+                try:
+                    self._key = statedir.load_key(self.path.parent, legacy)
+                except OSError as exc:
+                    raise StoreError(f"verdict key in {self.path.parent}: {exc}") from None
+                if legacy is not None:
+                    # Moved out of the database it protects, once.
+                    with self._tx() as db:
+                        db.execute("DELETE FROM meta WHERE key = 'verdict_key'")
         return self._key
 
     def in_sync(self, cluster: str) -> dict[ObjectRef, str]:
@@ -420,6 +491,8 @@ class Store:
         }
 
     def remember_in_sync(self, cluster: str, verdicts: Iterable[tuple[ObjectRef, str]]) -> None:
+        if self.readonly:
+            return  # a reader beside the daemon (`diff`) keeps no verdicts of its own
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO in_sync VALUES (?, ?, ?, ?, ?, ?)",
@@ -459,6 +532,23 @@ class Store:
                 ("runs", "started_at"),
             ):
                 db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
+    try:
+        db.execute("SELECT count(*) FROM meta").fetchone()
+        return db
+    except sqlite3.Error:
+        db.close()
+        if not os.access(path, os.R_OK):
+            raise
+    # A reader who may not write the WAL index (a member of the service's group, the
+    # daemon down) reads the database file as it is: complete once the daemon has
+    # stopped, since closing checkpoints the WAL into it.
+    return sqlite3.connect(
+        f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False, timeout=5
+    )
 
 
 def _clear(db: sqlite3.Connection, table: str, cluster: str, apps: Collection[str] | None) -> None:

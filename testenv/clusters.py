@@ -155,8 +155,14 @@ class Cluster:
         return self.kubeconfig(RECONCILER_USER)
 
     def requests_by(self, user: str) -> list[AuditEvent]:
-        """Every completed request that ``user`` made on this cluster, in order."""
-        return [e for e in read_audit_log(self.audit_log) if e.user == user]
+        """Every completed request that ``user`` made on this cluster, in order, except
+        SelfSubjectRulesReviews (`reconciler check --connect`): audited as `create`,
+        they are questions the server answers and never stores, not writes."""
+        return [
+            e
+            for e in read_audit_log(self.audit_log)
+            if e.user == user and e.resource != "selfsubjectrulesreviews"
+        ]
 
     # -- lifecycle ---------------------------------------------------------
 

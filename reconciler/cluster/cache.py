@@ -10,7 +10,11 @@ jittered exponential backoff when the cluster is unreachable.
 One LiveCache per cluster, one thread per tracked kind: a slow or unreachable
 cluster stalls only its own threads. Kinds the cluster does not serve yet are
 reported and watched for: a CRD watch triggers a discovery refresh, and their
-objects are picked up when the CRD appears.
+objects are picked up when the CRD appears. A watch thread never dies: any
+failure, an answer it cannot parse included, is reported to the cache's
+monitor, and the kind is listed again after a backoff. A kind that cannot be
+listed or followed right now is `unlisted()`: its absent objects are unknown,
+not absent.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from reconciler.cluster.client import ClusterClient, WatchStream
+from reconciler.cluster.client import REQUEST_TIMEOUT, ClusterClient, WatchStream
 from reconciler.cluster.errors import ClusterError, Gone, NotSynced, UnknownKind
 from reconciler.model import GroupKind, ObjectRef
 
@@ -34,8 +38,48 @@ WATCH_TIMEOUT_RANGE = (300, 600)
 # A watch that ends this fast with no event is treated as a failure, never as a hot loop.
 MIN_HEALTHY_WATCH = 1.0
 
+# How long one list may take before its watcher counts as stuck (a page is one request).
+LIST_DEADLINE_S = 300.0
+# A watch ends by itself after its server-side timeout; past that and the read timeout,
+# a watcher that shows nothing is stuck in a call that will not return.
+WATCH_DEADLINE_S = WATCH_TIMEOUT_RANGE[1] + REQUEST_TIMEOUT[1] + 30.0
+
 OnChange = Callable[[ObjectRef, str], None]
 log = structlog.get_logger(__name__)
+
+
+class Monitor(Protocol):
+    """What a watcher tells the daemon's supervisor (reconciler.supervise.Health)."""
+
+    def register(self, name: str, thread: threading.Thread | None = None) -> None: ...
+
+    def busy(self, name: str, within_s: float, doing: str = "") -> None: ...
+
+    def idle(self, name: str) -> None: ...
+
+    def trouble(self, name: str, problem: str | None) -> None: ...
+
+    def failed(self, name: str, exc: BaseException, restart_in: float | None = None) -> None: ...
+
+
+class _Unmonitored:
+    """The monitor of a cache nobody supervises (one-shot CLI commands, tests)."""
+
+    def register(self, name: str, thread: threading.Thread | None = None) -> None:
+        pass
+
+    def busy(self, name: str, within_s: float, doing: str = "") -> None:
+        pass
+
+    def idle(self, name: str) -> None:
+        pass
+
+    def trouble(self, name: str, problem: str | None) -> None:
+        pass
+
+    def failed(self, name: str, exc: BaseException, restart_in: float | None = None) -> None:
+        # Only the type: the text of an exception may quote what the server sent.
+        log.error("watch failed unexpectedly", watch=name, error=type(exc).__name__)
 
 
 class Backoff:
@@ -100,6 +144,7 @@ class LiveCache:
         self._discovery_generation = 0
         self._watch_restarts = 0
         self._relists = 0
+        self.monitor: Monitor = _Unmonitored()
         self.track([CRD])
 
     # -- control -------------------------------------------------------------------
@@ -114,8 +159,18 @@ class LiveCache:
                     continue
                 self._states[gk] = _KindState()
                 self._objects[gk] = {}
-                self._watchers[gk] = _KindWatcher(self, gk)
-                self._watchers[gk].start()
+                watcher = self._watchers[gk] = _KindWatcher(self, gk)
+                watcher.start()
+                self.monitor.register(watcher.name, watcher)
+
+    def supervise(self, monitor: Monitor) -> None:
+        """Report every watcher, those running already included, to `monitor`."""
+        with self._lock:
+            self.monitor = monitor
+            watchers = list(self._watchers.values())
+        for watcher in watchers:
+            monitor.register(watcher.name, watcher)
+            monitor.idle(watcher.name)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
@@ -137,9 +192,22 @@ class LiveCache:
             return self._synced_locked()
 
     def wait_synced(self, timeout: float) -> bool:
-        """False on timeout; `errors()` then says which kinds cannot be listed."""
+        """Wait until every kind is listed, or has failed to be; False unless all are
+        listed (or not served): `unlisted()` then says which are not and why."""
         with self._lock:
-            return self._changed.wait_for(self._synced_locked, timeout)
+            self._changed.wait_for(self._settled_locked, timeout)
+            return self._synced_locked()
+
+    def unlisted(self) -> dict[GroupKind, str]:
+        """Kinds whose live state is not known right now, with why: never listed, or
+        their list or watch failing. An object of such a kind that the cache does not
+        hold may exist all the same."""
+        with self._lock:
+            return {
+                gk: s.error or "not listed yet"
+                for gk, s in self._states.items()
+                if not s.unknown and (not s.listed or s.error is not None)
+            }
 
     def unknown_kinds(self) -> set[GroupKind]:
         """Tracked kinds the cluster does not serve (CRD not installed)."""
@@ -171,6 +239,10 @@ class LiveCache:
 
     def _synced_locked(self) -> bool:
         return all(s.listed or s.unknown for s in self._states.values())
+
+    def _settled_locked(self) -> bool:
+        # A kind that failed is not waited for: the caller treats it as unknown.
+        return all(s.listed or s.unknown or s.error is not None for s in self._states.values())
 
     def _require_listed(self, gk: GroupKind) -> None:
         state = self._states.get(gk)
@@ -230,10 +302,11 @@ class LiveCache:
         with self._lock:
             self._states[gk].error = None
 
-    def _mark_error(self, gk: GroupKind, error: ClusterError) -> None:
+    def _mark_error(self, gk: GroupKind, error: str) -> None:
         with self._lock:
-            self._states[gk].error = str(error)
+            self._states[gk].error = error
             self._watch_restarts += 1
+            self._changed.notify_all()
 
     def _discovery_changed(self) -> None:
         with self._lock:
@@ -283,13 +356,16 @@ class _KindWatcher(threading.Thread):
         listed_once = False
         generation = cache._discovery_generation
         while not cache._stopped.is_set():
+            monitor = cache.monitor
             try:
                 if resource_version is None:
+                    monitor.busy(self.name, LIST_DEADLINE_S, "listing")
                     listing = cache.client.list(gk.group, gk.kind)
                     cache._replace(gk, listing.items, relist=listed_once)
                     listed_once = True
                     resource_version = listing.resource_version
                     backoff.reset()
+                    monitor.trouble(self.name, None)
                 resource_version = self._follow(resource_version, backoff)
             except Gone:
                 resource_version = None
@@ -298,6 +374,7 @@ class _KindWatcher(threading.Thread):
                 # Whatever is listed once the kind is served is news to subscribers.
                 listed_once = True
                 cache._mark_unknown(gk)
+                monitor.idle(self.name)
                 seen = cache._wait_for_discovery(generation, backoff.next())
                 if seen != generation:
                     # A CRD changed: look again soon, as discovery may lag the CRD a little.
@@ -306,9 +383,21 @@ class _KindWatcher(threading.Thread):
             except ClusterError as exc:
                 if cache._stopped.is_set():
                     break
-                cache._mark_error(gk, exc)
+                cache._mark_error(gk, str(exc))
+                # Handled and retried: trouble to report, not a stuck watcher.
+                monitor.trouble(self.name, str(exc))
+                monitor.idle(self.name)
                 log.warning("watch failed", cluster=cache.client.name, kind=str(gk), error=str(exc))
                 cache._stopped.wait(backoff.next())
+            except Exception as exc:  # an answer that cannot be parsed, or a bug
+                if cache._stopped.is_set():
+                    break
+                # Nothing of what this watch saw can be trusted: list the kind afresh.
+                resource_version = None
+                cache._mark_error(gk, f"internal error: {type(exc).__name__}")
+                delay = backoff.next()
+                monitor.failed(self.name, exc, restart_in=delay)
+                cache._stopped.wait(delay)
 
     def _follow(self, resource_version: str, backoff: Backoff) -> str:
         """Watch until the stream ends; returns the last resourceVersion seen."""
@@ -321,9 +410,12 @@ class _KindWatcher(threading.Thread):
         if cache._stopped.is_set():
             stream.close()
         cache._mark_watching(gk)
+        cache.monitor.trouble(self.name, None)
+        cache.monitor.busy(self.name, WATCH_DEADLINE_S, "watching")
         started, events = time.monotonic(), 0
         try:
             for event in stream:
+                cache.monitor.busy(self.name, WATCH_DEADLINE_S, "watching")
                 events += 1
                 version = _version(event.object)
                 if version:

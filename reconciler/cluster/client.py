@@ -8,7 +8,9 @@ lists and drop fields of custom resources.
 Two guards live here, because every request passes through here:
 - report mode (invariant 2): the client of a report-only cluster never sends
   a request other than GET/HEAD, dry-run included; a server-side dry-run is
-  a PATCH and is audited as a write, so it is refused like any other;
+  a PATCH and is audited as a write, so it is refused like any other. The one
+  exception is a POST of a SelfSubjectRulesReview (`check --connect`): a
+  question the authorizer answers, which the server never stores;
 - cluster identity: an apply-mode client given a pinned identity (the
   kube-system namespace UID) writes nothing until the cluster proves it is
   that one, so a kubeconfig mix-up cannot write one cluster's state to another.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -53,6 +56,7 @@ from reconciler.model import GroupKind, ObjectRef, object_ref
 
 FIELD_MANAGER = "reconciler"
 READ_METHODS = frozenset({"GET", "HEAD"})
+RULES_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
 REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 # Every watch holds a connection for its lifetime; the pool must not discard them.
 MAX_CONNECTIONS = 128
@@ -132,7 +136,8 @@ class _ReadOnlyTransport:
         self._cluster = cluster
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
-        if method.upper() not in READ_METHODS:
+        question = method.upper() == "POST" and urlsplit(url).path == RULES_REVIEW_PATH
+        if method.upper() not in READ_METHODS and not question:
             raise WriteRefused(
                 self._cluster,
                 f"report-only cluster: refused to send {method.upper()} {urlsplit(url).path}",
@@ -141,6 +146,24 @@ class _ReadOnlyTransport:
 
     def close(self) -> None:
         self._inner.close()
+
+
+class _ExecPluginOutput(logging.Filter):
+    """The kubernetes client reports a failed kubeconfig exec plugin with
+    `logging.error` on the root logger, quoting the plugin's stderr, which can hold
+    a token or a password: keep that it failed (and its exit status), drop what it said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.funcName == "_load_from_exec_plugin" and record.module == "kube_config":
+            said = record.getMessage()
+            status = said.split(". ", 1)[0] if said.startswith("exec: process returned") else ""
+            record.msg = f"kubeconfig exec plugin failed ({status or 'output withheld'})"
+            record.args = None
+        return True
+
+
+# On the root logger itself: that is where the client logs, whatever handlers are set.
+logging.getLogger().addFilter(_ExecPluginOutput())
 
 
 def _load_configuration(cluster: str, kubeconfig: Path, context: str | None) -> Any:
@@ -303,6 +326,24 @@ class ClusterClient:
 
     def version(self) -> str:
         return str(self._json("GET", "/version", "read the server version")["gitVersion"])
+
+    def rules_review(self, namespace: str) -> dict[str, Any]:
+        """What this client's identity may do in `namespace` (cluster-wide rules included):
+        the `status` of a SelfSubjectRulesReview, `resourceRules` and `incomplete`."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": namespace},
+        }
+        review = self._json(
+            "POST",
+            RULES_REVIEW_PATH,
+            f"review the identity's rules in namespace {namespace}",
+            body=body,
+            content_type=_JSON,
+        )
+        status: dict[str, Any] = review.get("status") or {}
+        return status
 
     # -- writes ----------------------------------------------------------------
 

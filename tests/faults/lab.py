@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,11 @@ class FaultLab:
     side_namespace: str
     render: dict[str, Any] = field(default_factory=dict)
     daemons: list[Daemon] = field(default_factory=list)
+    # cluster -> the kubeconfig the daemon uses instead of the cluster's own (a proxy's)
+    kubeconfigs: dict[str, Path] = field(default_factory=dict)
+    # Writes on prod by the reconciler identity before this lab (the smoke test's
+    # deliberate refused one, when that test ran earlier): not this lab's doing.
+    prod_writes_before: int = 0
 
     @property
     def config(self) -> Path:
@@ -108,16 +113,19 @@ class FaultLab:
                 configs.Repo("lab", self.repos["lab"].clone, "https://git.test/lab.git"),
                 configs.Repo("side", self.repos["side"].clone, SIDE_URL),
             ],
-            configs.targets(self.clusters, SERVERS),
+            [
+                replace(t, kubeconfig=self.kubeconfigs.get(t.name, t.kubeconfig))
+                for t in configs.targets(self.clusters, SERVERS)
+            ],
             {"daemon": daemon, **({"render": self.render} if self.render else {})},
         )
 
     def commit(self, files: dict[str, bytes | None], message: str, repo: str = "lab") -> str:
         return self.repos[repo].commit(files, message)
 
-    def start(self, name: str = "daemon") -> Daemon:
+    def start(self, name: str = "daemon", env: dict[str, str] | None = None) -> Daemon:
         self.write_config()
-        daemon = Daemon(self, self.tmp / f"{name}.log")
+        daemon = Daemon(self, self.tmp / f"{name}.log", env)
         self.daemons.append(daemon)
         daemon.wait_event("daemon.ready", 120)
         return daemon
@@ -151,7 +159,19 @@ class FaultLab:
         }
 
     def assert_prod_untouched(self) -> None:
-        assert writes_by_reconciler(self.clusters["prod"]) == []
+        assert writes_by_reconciler(self.clusters["prod"])[self.prod_writes_before :] == []
+
+    def assert_side_reconciles(self, timeout: float, what: str) -> None:
+        """monit, the cluster no fault touches, still reverts a live edit in time."""
+        self.edit("monit", self.side_namespace, "side", {"mode": "edited"})
+        wait_for(
+            lambda: (
+                (self.config_map("monit", self.side_namespace, "side") or {})["data"]["mode"]
+                == "steady"
+            ),
+            timeout,
+            what,
+        )
 
 
 def _merge_patch(
@@ -178,7 +198,14 @@ def build_lab(clusters: ClusterSet, tmp: Path, namespaces: dict[str, str], side:
     for name, content in (("lab", files), ("side", side_files(side))):
         upstream_path, clone = make_upstream_and_clone(tmp, name, content)
         repos[name] = Repo(name, pygit2.Repository(str(upstream_path)), upstream_path, clone)
-    lab = FaultLab(tmp, clusters, repos, namespaces, side)
+    lab = FaultLab(
+        tmp,
+        clusters,
+        repos,
+        namespaces,
+        side,
+        prod_writes_before=len(writes_by_reconciler(clusters["prod"])),
+    )
     lab.write_config()
     return lab
 
@@ -186,7 +213,7 @@ def build_lab(clusters: ClusterSet, tmp: Path, namespaces: dict[str, str], side:
 class Daemon:
     """`reconciler run` as a subprocess, its JSON log, status and metrics."""
 
-    def __init__(self, lab: FaultLab, log: Path) -> None:
+    def __init__(self, lab: FaultLab, log: Path, env: dict[str, str] | None = None) -> None:
         self.lab = lab
         self.log_path = log
         self._log = log.open("a")
@@ -195,7 +222,7 @@ class Daemon:
             [sys.executable, "-m", "reconciler.cli", "run", "--config", str(lab.config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def events(self, event: str | None = None) -> list[dict[str, Any]]:

@@ -52,15 +52,7 @@ def test_an_api_server_restarted_mid_reconcile_converges(fault_lab: FaultLab) ->
         monit_before = daemon.reconciles("monit")
         stopped = time.monotonic()
         # While agentic is down, monit keeps reconciling on its own worker.
-        lab.edit("monit", lab.side_namespace, "side", {"mode": "edited"})
-        wait_for(
-            lambda: (
-                (lab.config_map("monit", lab.side_namespace, "side") or {})["data"]["mode"]
-                == "steady"
-            ),
-            30,
-            "monit reverting an edit while agentic's API server is down",
-        )
+        lab.assert_side_reconciles(30, "monit reverting an edit while agentic's API server is down")
         wait_for(lambda: daemon.reconciles("monit") > monit_before, 30, "monit reconciling")
         wait_for(lambda: time.monotonic() - stopped >= 3, 10, "a 3 s outage")
     finally:
@@ -120,14 +112,7 @@ def test_a_watch_expired_by_etcd_compaction_relists_and_keeps_detecting(
         30,
         "the edit reverted after the relist",
     )
-    lab.edit("monit", lab.side_namespace, "side", {"mode": "edited"})
-    wait_for(
-        lambda: (
-            (lab.config_map("monit", lab.side_namespace, "side") or {})["data"]["mode"] == "steady"
-        ),
-        30,
-        "monit still reconciling",
-    )
+    lab.assert_side_reconciles(30, "monit still reconciling")
     lab.assert_prod_untouched()
     assert daemon.stop() == 0
 

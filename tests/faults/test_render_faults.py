@@ -80,13 +80,6 @@ def test_a_flapping_object_is_backed_off_and_reported(fault_lab: FaultLab) -> No
     ]
     assert skipped and skipped[-1]["object"] == f"ConfigMap {ns}/settings"
     # ... while the rest of the cluster, and the other clusters, keep reconciling.
-    lab.edit("monit", lab.side_namespace, "side", {"mode": "edited"})
-    wait_for(
-        lambda: (
-            (lab.config_map("monit", lab.side_namespace, "side") or {})["data"]["mode"] == "steady"
-        ),
-        30,
-        "monit still reverting edits",
-    )
+    lab.assert_side_reconciles(30, "monit still reverting edits")
     lab.assert_prod_untouched()
     assert daemon.stop() == 0

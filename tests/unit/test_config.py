@@ -122,7 +122,9 @@ def test_check_command_exits_0_when_valid_and_2_when_not(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = tmp_path / "good.toml"
-    good.write_text(VALID)
+    good.write_text(VALID.replace("/etc/reconciler/prod.kubeconfig", "prod.kubeconfig"))
+    for name in ("agentic", "prod"):
+        (tmp_path / f"{name}.kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
     bad = tmp_path / "bad.toml"
     bad.write_text(VALID.replace('mode = "apply"', 'mode = "sync"'))
     assert main(["check", "--config", str(good)]) == 0
