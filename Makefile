@@ -1,4 +1,4 @@
-# make test  - install what the tests need, build testenv/, lint, type-check, run every test
+# make test  - install, build testenv/, lint (ruff, mypy, import layers), run every test
 # make demo  - run the main job on three local clusters
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -49,6 +49,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 demo: install testenv
 	$(BIN)/python -m testenv.demo

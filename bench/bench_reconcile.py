@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pygit2
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,6 +57,7 @@ from testenv.clusters import (  # noqa: E402
 )
 from testenv.config import Repo, targets, write_config  # noqa: E402
 from testenv.gitrepos import commit_files, make_upstream_and_clone, pull  # noqa: E402
+from tests.builders import config_map, yaml_file  # noqa: E402
 
 PYTHON = sys.executable
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -70,6 +70,7 @@ STEADY_ROUNDS = 5
 NAMESPACES_PER_CLUSTER = 5
 OBJECTS_PER_FILE = 200
 PAYLOAD = "x" * 200  # a ConfigMap of realistic size, not an empty one
+BENCH = {"bench": "true"}  # the label on every object the bench creates
 
 Files = dict[str, bytes | None]
 Json = dict[str, Any]
@@ -159,19 +160,6 @@ def _kubectl_version() -> str:
 
 def application(name: str, cluster: str, path: str, namespace: str) -> Json:
     return configs.application(name, REPO_URL, path, SERVERS[cluster], namespace)
-
-
-def config_map(name: str, namespace: str, data: dict[str, str]) -> Json:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"bench": "true"}},
-        "data": data,
-    }
-
-
-def dump_all(objects: Sequence[Json]) -> bytes:
-    return yaml.safe_dump_all(objects, sort_keys=True).encode()
 
 
 @dataclass
@@ -296,27 +284,29 @@ LAT_OBJECTS = 40  # edit targets per cluster: each edited once (the daemon backs
 def latency_files(commit_value: int) -> Files:
     files: Files = {}
     for cluster, ns in LAT_NS.items():
-        files[f"apps/lat-{cluster}.yaml"] = yaml.safe_dump(
+        files[f"apps/lat-{cluster}.yaml"] = yaml_file(
             application(f"lat-{cluster}", cluster, f"deploy/lat/{cluster}", ns)
-        ).encode()
-        objects = [config_map("target", ns, {"value": str(commit_value), "payload": PAYLOAD})]
+        )
+        objects = [
+            config_map("target", {"value": str(commit_value), "payload": PAYLOAD}, ns, BENCH)
+        ]
         objects += [
-            config_map(f"edit-{i:03d}", ns, {"value": "git", "payload": PAYLOAD})
+            config_map(f"edit-{i:03d}", {"value": "git", "payload": PAYLOAD}, ns, BENCH)
             for i in range(LAT_OBJECTS)
         ]
-        files[f"deploy/lat/{cluster}/objects.yaml"] = dump_all(objects)
+        files[f"deploy/lat/{cluster}/objects.yaml"] = yaml_file(*objects)
     return files
 
 
 def target_file(value: int) -> Files:
     """Only agentic's file changes: one object (the `target` ConfigMap)."""
     ns = LAT_NS["agentic"]
-    objects = [config_map("target", ns, {"value": str(value), "payload": PAYLOAD})]
+    objects = [config_map("target", {"value": str(value), "payload": PAYLOAD}, ns, BENCH)]
     objects += [
-        config_map(f"edit-{i:03d}", ns, {"value": "git", "payload": PAYLOAD})
+        config_map(f"edit-{i:03d}", {"value": "git", "payload": PAYLOAD}, ns, BENCH)
         for i in range(LAT_OBJECTS)
     ]
-    return {"deploy/lat/agentic/objects.yaml": dump_all(objects)}
+    return {"deploy/lat/agentic/objects.yaml": yaml_file(*objects)}
 
 
 def value_of(cluster: Cluster, namespace: str, name: str) -> str | None:
@@ -480,7 +470,7 @@ def bulk_layout(n: int) -> dict[tuple[str, str], list[Json]]:
     for i in range(n):
         cluster = CLUSTERS[i % 3]
         ns = f"bench-bulk-{cluster}-{(i // 3) % NAMESPACES_PER_CLUSTER}"
-        cm = config_map(f"cm-{i:05d}", ns, {"index": str(i), "payload": PAYLOAD})
+        cm = config_map(f"cm-{i:05d}", {"index": str(i), "payload": PAYLOAD}, ns, BENCH)
         out.setdefault((cluster, ns), []).append(cm)
     return out
 
@@ -490,13 +480,13 @@ def bulk_files(n: int) -> Files:
     files: Files = {}
     for (cluster, ns), objects in sorted(bulk_layout(n).items()):
         app = ns.removeprefix("bench-")
-        files[f"apps/{app}.yaml"] = yaml.safe_dump(
+        files[f"apps/{app}.yaml"] = yaml_file(
             application(app, cluster, f"deploy/{cluster}/{ns}", ns)
-        ).encode()
+        )
         for start in range(0, len(objects), OBJECTS_PER_FILE):
             chunk = objects[start : start + OBJECTS_PER_FILE]
-            files[f"deploy/{cluster}/{ns}/part-{start // OBJECTS_PER_FILE:03d}.yaml"] = dump_all(
-                chunk
+            files[f"deploy/{cluster}/{ns}/part-{start // OBJECTS_PER_FILE:03d}.yaml"] = yaml_file(
+                *chunk
             )
     return files
 

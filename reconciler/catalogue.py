@@ -16,6 +16,7 @@ from reconciler.config import Config
 from reconciler.documents import MANIFEST_SUFFIXES, parse_documents
 from reconciler.errors import ReconcilerError, internal_error
 from reconciler.model import (
+    SYNC_WAVE,
     App,
     AppError,
     AppOrigin,
@@ -38,7 +39,6 @@ from reconciler.tree import Tree
 from reconciler.urls import normalise_server, normalise_url
 
 ARGO_GROUP = "argoproj.io"
-SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 IN_CLUSTER = "in-cluster"
 _HELM_KEYS = {
     "releaseName",

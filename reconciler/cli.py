@@ -27,10 +27,17 @@ from reconciler.desired import build_desired, open_sources, tools_for
 from reconciler.diff import drift_to_json, render_text
 from reconciler.diff.redact import redact
 from reconciler.documents import dump_yaml
-from reconciler.engine import Report
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.model import AppError, Manifest, Result
-from reconciler.session import Session, apps_by_cluster, open_session, open_store, policies_for
+from reconciler.report import Report
+from reconciler.session import (
+    Session,
+    apps_by_cluster,
+    open_session,
+    open_store,
+    policies_for,
+    settled,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CONFIG = 78
@@ -218,7 +225,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         f"{len(config.apps)} declared apps)"
     )
     if args.connect:
-        return check_connect(config, policies_for(config))
+        return check_connect(settled(config)[0])
     return EXIT_OK
 
 
@@ -315,6 +322,7 @@ def _compare(config: Config, args: argparse.Namespace, *, readonly: bool) -> int
     session = open_session(config, _selected(config, args), readonly=readonly)
     try:
         desired = session.render(list(session.engines))
+        session.record_repos(desired)
         apps = apps_by_cluster(desired)
         failed = _print_errors(session, _unplaced(desired.errors), args.app)
         drifted = False
@@ -361,11 +369,9 @@ def _argocd_comparison(report: Report, only_app: str | None) -> list[str]:
 
 @_writer("sync")
 def _sync(config: Config, args: argparse.Namespace) -> int:
-    policies = policies_for(config)
+    config, _ = settled(config)
     report_only = [
-        c.name
-        for c in config.clusters
-        if args.cluster in (None, c.name) and (c.mode == "report" or policies.forced_report_mode(c))
+        c.name for c in config.clusters if args.cluster in (None, c.name) and c.mode == "report"
     ]
     if args.cluster and report_only:
         print(
@@ -378,6 +384,7 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     session = open_session(config, targets)
     try:
         desired = session.render(list(session.engines))
+        session.record_repos(desired)
         apps = apps_by_cluster(desired)
         stopped = _print_errors(session, _unplaced(desired.errors), args.app)
         failed = False

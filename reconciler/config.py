@@ -15,14 +15,13 @@ import re
 import shutil
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from reconciler.errors import ConfigError
+from reconciler.model import Mode
 from reconciler.urls import normalise_server, normalise_url
-
-Mode = Literal["apply", "report"]
 
 DEFAULT_STATE_DIR = "/var/lib/reconciler"
 DEFAULT_REF = "refs/remotes/origin/main"
@@ -114,6 +113,18 @@ class Config:
 
     def cluster(self, name: str) -> ClusterConfig | None:
         return next((c for c in self.clusters if c.name == name), None)
+
+
+def with_policy_modes(config: Config, report_only: Callable[[ClusterConfig], bool]) -> Config:
+    """`config` with each cluster's effective mode: "report" too where the policies
+    force it (`report_only`). Resolved once, when config and policies are loaded, so
+    every part reads `cluster.mode` and none works it out again; policies can only
+    add report-only clusters, never turn one to apply."""
+    clusters = tuple(
+        replace(c, mode="report") if c.mode == "apply" and report_only(c) else c
+        for c in config.clusters
+    )
+    return replace(config, clusters=clusters)
 
 
 class _Reader:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.cluster import ClusterClient, ClusterError
-from reconciler.config import ClusterConfig, Config, Mode
+from reconciler.config import ClusterConfig, Config
 from reconciler.desired import open_sources
-from reconciler.policy import Policies
+from reconciler.model import Mode
 from reconciler.session import open_store
 from reconciler.store import StoreError
 
@@ -45,13 +45,14 @@ class Findings:
     problems: list[str] = field(default_factory=list)
 
 
-def check_connect(config: Config, policies: Policies) -> int:
-    """Print the findings; 0 when every repo and cluster is as it must be, else 1."""
+def check_connect(config: Config) -> int:
+    """Print the findings; 0 when every repo and cluster is as it must be, else 1.
+    Each cluster's mode in `config` is the effective one (reconciler.session.settled)."""
     found = Findings()
     _repos(config, found)
     pinned = _pinned(config)
     for cluster in config.clusters:
-        report_only = cluster.mode == "report" or policies.forced_report_mode(cluster)
+        report_only = cluster.mode == "report"
         _cluster(cluster, report_only, pinned.get(cluster.name), found)
     for line in found.ok:
         print(line)

@@ -18,13 +18,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import hashlib
 import importlib.metadata
-import json
 import signal
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -37,14 +35,16 @@ from reconciler.catalogue import Catalogue
 from reconciler.cluster import ClusterError, NotSynced, Unreachable
 from reconciler.config import Config
 from reconciler.desired import Desired
+from reconciler.diff.fingerprint import digest
 from reconciler.diff.redact import redact_text
-from reconciler.engine import ClusterEngine, Report
+from reconciler.engine import ClusterEngine
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics, MetricsServer
-from reconciler.model import App, GroupKind, ObjectRef, Result
+from reconciler.model import App, GroupKind, Mode, ObjectRef, Result
+from reconciler.report import Report
 from reconciler.session import Session, apps_by_cluster, open_session
 from reconciler.shipping import ShippingConfig
-from reconciler.store import now
+from reconciler.store import Store, now
 from reconciler.supervise import Health, Supervisor, formatted, short
 
 HEARTBEAT_S = 5.0
@@ -89,13 +89,59 @@ class _Flapping:
         return True
 
 
-class Worker:
-    """Reconciles one cluster whenever it is triggered, debounced, until stopped."""
+class ClusterRecord:
+    """What a worker puts on record about its cluster (the state store's cluster row,
+    the metrics), and the objects the store says the reconciler manages there."""
 
-    def __init__(self, daemon: Daemon, engine: ClusterEngine) -> None:
+    def __init__(self, cluster: str, mode: Mode, store: Store, metrics: Metrics) -> None:
+        self.cluster = cluster
+        self.mode = mode
+        self._store = store
+        self._metrics = metrics
+
+    def inventory(self) -> frozenset[ObjectRef]:
+        return frozenset(i.ref for i in self._store.inventory(self.cluster))
+
+    def failed(self, error: str, reachable: bool) -> None:
+        self._store.record_cluster(self.cluster, self.mode, reachable, error)
+        self._metrics.set_reachable(self.cluster, reachable)
+        self._metrics.count_errors(self.cluster, "cluster")
+
+    def reconciled(self, report: Report, drift_by_app: Mapping[str, int], flapping: int) -> None:
+        reachable = report.unreachable is None
+        self._store.record_cluster(self.cluster, self.mode, reachable, report.unreachable)
+        self._metrics.set_reachable(self.cluster, reachable)
+        self._metrics.observe_reconcile(
+            self.cluster, self.mode, report.duration_s, report.counts, drift_by_app, ok=True
+        )
+        if report.errors:
+            self._metrics.count_errors(self.cluster, "object", len(report.errors))
+        self._metrics.set_flapping(self.cluster, flapping)
+
+
+class Worker:
+    """Reconciles one cluster whenever it is triggered, debounced, until stopped.
+
+    It is handed only what it uses: its engine, the current desired state, its
+    cluster's record, and the supervisor (whose stopping event ends it)."""
+
+    def __init__(
+        self,
+        engine: ClusterEngine,
+        desired: Callable[[], Desired | None],
+        record: ClusterRecord,
+        supervisor: Supervisor,
+        *,
+        debounce_s: float,
+        stall_s: float,
+    ) -> None:
         self.name = f"worker {engine.name}"  # its thread's and its supervised part's
-        self.reconciler = daemon
         self.engine = engine
+        self._desired = desired
+        self._record = record
+        self._supervisor = supervisor
+        self._debounce_s = debounce_s
+        self._stall_s = stall_s
         self.log = logs.get(cluster=engine.name)
         self._wake = threading.Event()
         self._reasons: set[str] = set()
@@ -109,14 +155,13 @@ class Worker:
         self.thread: threading.Thread | None = None
         self._looped = False
         engine.progress = self._progress
-        engine.internal_error = functools.partial(daemon.health.failed, self.name)
+        engine.internal_error = functools.partial(supervisor.health.failed, self.name)
 
     def start(self) -> None:
-        self.thread = self.reconciler.supervisor.thread(self.name, self._loop)
+        self.thread = self._supervisor.thread(self.name, self._loop)
 
     def _progress(self, within_s: float) -> None:
-        stall = self.reconciler.stall_s
-        self.reconciler.health.busy(self.name, max(stall, within_s), "reconcile")
+        self._supervisor.health.busy(self.name, max(self._stall_s, within_s), "reconcile")
 
     def trigger(self, reason: str) -> None:
         with self._lock:
@@ -129,7 +174,7 @@ class Worker:
             self.trigger(f"watch {event.lower()} {ref}")
 
     def _loop(self) -> None:
-        stopping, health = self.reconciler.stopping, self.reconciler.health
+        stopping, health = self._supervisor.stopping, self._supervisor.health
         if self._looped:
             # Restarted by the supervisor: what the failed reconcile was for is still due.
             self.trigger("restart")
@@ -143,7 +188,7 @@ class Worker:
             if stopping.is_set() or not self._wake.is_set():
                 continue
             # Debounce: let a burst of events settle into one reconcile.
-            stopping.wait(self.reconciler.config.daemon.debounce_s)
+            stopping.wait(self._debounce_s)
             with self._lock:
                 reasons, self._reasons = self._reasons, set()
                 self._wake.clear()
@@ -152,7 +197,7 @@ class Worker:
                 self.reconcile(reasons)
 
     def reconcile(self, reasons: set[str]) -> Report | None:
-        desired = self.reconciler.desired
+        desired = self._desired()
         if desired is None or self.engine.name not in desired.clusters:
             return None
         apps = apps_by_cluster(desired).get(self.engine.name, [])
@@ -164,11 +209,11 @@ class Worker:
             )
         except ClusterError as exc:
             reachable = not isinstance(exc, Unreachable)
-            self._failed(str(exc), reachable)
+            self._record.failed(str(exc), reachable)
             log.error("reconcile.failed", error=str(exc))
             return None
         except ReconcilerError as exc:
-            self._failed(str(exc), True)
+            self._record.failed(str(exc), True)
             log.error("reconcile.failed", error=str(exc))
             return None
         self.reconciles += 1
@@ -184,38 +229,14 @@ class Worker:
         )
         return report
 
-    def _failed(self, error: str, reachable: bool) -> None:
-        daemon = self.reconciler
-        daemon.store.record_cluster(self.engine.name, self.engine.mode, reachable, error)
-        daemon.metrics.set_reachable(self.engine.name, reachable)
-        daemon.metrics.count_errors(self.engine.name, "cluster")
-
     def _observe(self, report: Report, desired: Desired, apps: list[App]) -> None:
-        daemon = self.reconciler
-        name = self.engine.name
-        cluster_desired = desired.clusters[name]
-        self.managed = frozenset(m.ref for m in cluster_desired.manifests) | frozenset(
-            i.ref for i in daemon.store.inventory(name)
-        )
-        self._track_reverts(report, {m.ref: _digest(m.obj) for m in cluster_desired.manifests})
-        daemon.store.record_cluster(
-            name, self.engine.mode, report.unreachable is None, report.unreachable
-        )
+        manifests = desired.clusters[self.engine.name].manifests
+        self.managed = frozenset(m.ref for m in manifests) | self._record.inventory()
+        self._track_reverts(report, {m.ref: digest(m.obj) for m in manifests})
         drift_by_app = {app.name: 0 for app in apps}
         for app, _ in report.drifts:
             drift_by_app[app] = drift_by_app.get(app, 0) + 1
-        daemon.metrics.set_reachable(name, report.unreachable is None)
-        daemon.metrics.observe_reconcile(
-            name,
-            "report" if self.engine.report_only else "apply",
-            report.duration_s,
-            report.counts,
-            drift_by_app,
-            ok=True,
-        )
-        if report.errors:
-            daemon.metrics.count_errors(name, "object", len(report.errors))
-        daemon.metrics.set_flapping(name, len(self.flapping.held(time.monotonic())))
+        self._record.reconciled(report, drift_by_app, len(self.flapping.held(time.monotonic())))
 
     def _track_reverts(self, report: Report, digests: Mapping[ObjectRef, str]) -> None:
         """An object configured again with the same desired state was changed by
@@ -261,11 +282,7 @@ def keep_last_good(new: Desired, old: Desired | None, broken: Collection[str]) -
             errors=now_.errors + tuple(e for e in before.errors if e.app in names),
         )
     catalogue = Catalogue(new.catalogue.apps + tuple(kept), new.catalogue.errors)
-    return Desired(clusters, new.errors, catalogue)
-
-
-def _digest(obj: Mapping[str, object]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return replace(new, clusters=clusters, catalogue=catalogue)
 
 
 class Daemon:
@@ -287,16 +304,24 @@ class Daemon:
         self.store = self.session.store
         for engine in self.session.engines.values():
             engine.cache.supervise(self.health)
-        self._commits: dict[str, str] = {}
-        self._errors: list[str] = []
-        self._repo_errors: dict[str, str] = {}
+        self._repo_errors: Mapping[str, str] = {}
         self._render_lock = threading.Lock()
         self.workers.update(
-            {name: Worker(self, engine) for name, engine in self.session.engines.items()}
+            {name: self._worker(engine) for name, engine in self.session.engines.items()}
         )
         self.started_at = now()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._metrics_server: MetricsServer | None = None
+
+    def _worker(self, engine: ClusterEngine) -> Worker:
+        return Worker(
+            engine,
+            lambda: self.desired,
+            ClusterRecord(engine.name, engine.mode, self.store, self.metrics),
+            self.supervisor,
+            debounce_s=self.config.daemon.debounce_s,
+            stall_s=self.stall_s,
+        )
 
     def _on_change(self, cluster: str, ref: ObjectRef, event: str) -> None:
         worker = self.workers.get(cluster)
@@ -306,28 +331,23 @@ class Daemon:
     # -- desired state --------------------------------------------------------------
 
     def refresh(self, fetch: bool = False) -> bool:
-        """Render desired state again if a tracked commit moved; True when it did."""
+        """Render desired state again; True when a tracked commit (or an error) moved."""
         with self._render_lock:
             desired = self.session.render(fetch=fetch)
-            repos = self.store.repos()
-            commits = {r["name"]: r["commit"] for r in repos if r["commit"]}
-            unreadable = {r["name"]: str(r["error"]) for r in repos if r["error"]}
-            for name, problem in sorted(unreadable.items()):
+            self.session.record_repos(desired)
+            for name, problem in sorted(desired.unreadable.items()):
                 if self._repo_errors.get(name) != problem:
                     self.log.error("repo.unreadable", repo=name, error=problem)
-            self._repo_errors = unreadable
+            self._repo_errors = desired.unreadable
             # A chart that could not be fetched last time may render now: same commits
             # and same errors mean the same render, and keeping the object keeps the
             # engines' per-render caches.
-            errors = sorted(str(e) for e in desired.errors)
-            if self.desired is not None and (commits, errors) == (self._commits, self._errors):
+            if self.desired is not None and _same_render(desired, self.desired):
                 return False
-            self._errors = errors
             # A repo that cannot be read right now keeps its apps' last good desired state.
-            desired = keep_last_good(desired, self.desired, unreadable)
+            desired = keep_last_good(desired, self.desired, desired.unreadable)
             self.desired = desired
-            self._commits = commits
-            self.log.info("desired.rendered", commits=commits, errors=len(desired.errors))
+            self.log.info("desired.rendered", commits=desired.commits, errors=len(desired.errors))
             for error in desired.errors:
                 self.log.warning(
                     "app.error", app=error.app, cluster=error.cluster, error=error.message
@@ -511,6 +531,12 @@ class Daemon:
         self.session.close()
         self.log.info("daemon.stopped")
         return 0
+
+
+def _same_render(new: Desired, old: Desired) -> bool:
+    """The same commits read and the same errors: `new` renders nothing `old` did not."""
+    errors = sorted(str(e) for e in new.errors)
+    return (new.commits, errors) == (old.commits, sorted(str(e) for e in old.errors))
 
 
 def _git_ref_filter(_change: watchfiles.Change, path: str) -> bool:

@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import logs
@@ -86,9 +86,15 @@ class ClusterDesired:
 
 @dataclass(frozen=True)
 class Desired:
+    """Every cluster's desired objects, and what they were rendered from: the commit
+    read of each repo, and why the others could not be read. The daemon decides from
+    these whether anything moved; recording them is its caller's step."""
+
     clusters: Mapping[str, ClusterDesired]
     errors: tuple[AppError, ...]
     catalogue: Catalogue
+    commits: Mapping[str, str] = field(default_factory=dict)  # repo name -> commit read
+    unreadable: Mapping[str, str] = field(default_factory=dict)  # repo name -> why not
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,8 @@ def build_desired(
             failed=tuple(failed[cluster.name] + sorted(bad)),
             errors=tuple(e for e in errors if e.cluster == cluster.name),
         )
-    return Desired(out, tuple(errors), catalogue)
+    commits = {name: tree.commit for name, tree in sources.trees.items()}
+    return Desired(out, tuple(errors), catalogue, commits, dict(sources.problems))
 
 
 def cluster_scoped_kinds(objects: list[Rendered]) -> frozenset[tuple[str, str]]:

@@ -32,8 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from reconciler.config import Mode
-from reconciler.model import Result
+from reconciler.model import Mode, Result
 
 # What went wrong, coarsely enough to alert on and to keep the label bounded:
 # source = a repository could not be read or fetched; render = an app could not be

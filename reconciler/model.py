@@ -9,7 +9,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# How a cluster is treated: "apply" converges it, "report" only says how it drifts.
+Mode = Literal["apply", "report"]
+
+# The field manager of the reconciler's server-side applies: the diff reads its fields by it.
+FIELD_MANAGER = "reconciler"
+# Argo CD's ordering annotation, read on Applications and on the objects they render.
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 
 
 class Result(enum.Enum):
@@ -201,6 +209,10 @@ class GroupKind:
         return f"{self.kind}.{self.group}" if self.group else self.kind
 
 
+NAMESPACE = GroupKind("", "Namespace")
+CRD = GroupKind("apiextensions.k8s.io", "CustomResourceDefinition")
+
+
 def object_ref(obj: Mapping[str, Any]) -> ObjectRef:
     """The key of an object given as a dict (a live object, or a rendered one)."""
     metadata = obj.get("metadata")
@@ -211,6 +223,15 @@ def object_ref(obj: Mapping[str, Any]) -> ObjectRef:
         str(metadata.get("namespace") or ""),
         str(metadata.get("name") or ""),
     )
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """One object the reconciler applied for an app: the only objects it may prune."""
+
+    app: str
+    ref: ObjectRef
+    api_version: str
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,9 @@
 Pure (no I/O, no clients), so every ordering and every prune decision is tested
 with plain data; the engine executes a Plan, the store and the CLI report it.
 
-Each object is first paired by ObjectRef: what git wants, what the cluster has,
-and which app's inventory holds it. Create, update and prune all come out of
-that one pairing, so no object can be created by one rule and deleted by
-another, and only inventory members can ever be pruned (invariant 4).
+It reads the reconcile's one join (reconciler.pairs): create, update and prune
+all come out of the same pairs, so no object can be created by one rule and
+deleted by another, and only inventory members can ever be pruned (invariant 4).
 
 Order follows Argo CD: Namespaces and CRDs first (everything else may need
 them), then per app wave the PreSync hooks, the Sync phase by resource wave,
@@ -23,19 +22,22 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler.config import Mode
 from reconciler.model import (
+    CRD,
+    NAMESPACE,
+    SYNC_WAVE,
     App,
     Drift,
     DriftType,
     GroupKind,
     Manifest,
+    Mode,
     ObjectRef,
     Origin,
     Result,
 )
+from reconciler.pairs import Pair, Pairs, inventory_by_app
 
-SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 HOOK = "argocd.argoproj.io/hook"
 HOOK_DELETE_POLICY = "argocd.argoproj.io/hook-delete-policy"
 HELM_HOOK = "helm.sh/hook"
@@ -89,8 +91,6 @@ KIND_ORDER: Mapping[str, int] = {
         )
     )
 }
-NAMESPACE = GroupKind("", "Namespace")
-CRD = GroupKind("apiextensions.k8s.io", "CustomResourceDefinition")
 
 # `protected(live_object)`: why policy forbids pruning it, or None. Supplied by the policy module.
 Protection = Callable[[Mapping[str, Any]], str | None]
@@ -142,7 +142,8 @@ _DELETE_POLICIES = {
     "hook-succeeded": DeletePolicy.HOOK_SUCCEEDED,
     "hook-failed": DeletePolicy.HOOK_FAILED,
 }
-_VERBS = {
+# What each writing action does, as a report or a dry run words it.
+VERBS = {
     ActionKind.CREATE: "create",
     ActionKind.UPDATE: "update",
     ActionKind.PRUNE: "prune",
@@ -190,42 +191,10 @@ class Plan:
         return tuple(action for action in self.actions if action.writes)
 
 
-@dataclass(frozen=True)
-class Pairing:
-    """One object as git, the cluster and the inventory see it. `desired` None means
-    it is only an inventory member; `app` is the app that wants it, else its owner."""
-
-    ref: ObjectRef
-    app: str
-    desired: Manifest | None
-    live: Mapping[str, Any] | None
-
-
-def pair(
-    desired: Iterable[Manifest],
-    live: Mapping[ObjectRef, Mapping[str, Any] | None],
-    inventory: Mapping[str, Collection[ObjectRef]],
-) -> dict[ObjectRef, Pairing]:
-    """Desired objects and inventory members, each once, with their live object.
-
-    An object desired by one app and still in another's inventory (it moved between
-    apps) is desired, never a prune candidate. Live objects outside both sets are
-    not the reconciler's business and are not paired at all.
-    """
-    pairs = {m.ref: Pairing(m.ref, m.origin.app, m, live.get(m.ref)) for m in desired}
-    for app in sorted(inventory):
-        for ref in sorted(inventory[app]):
-            if ref not in pairs:
-                pairs[ref] = Pairing(ref, app, None, live.get(ref))
-    return pairs
-
-
 def plan(
     *,
     apps: Iterable[App],
-    desired: Iterable[Manifest],
-    live: Mapping[ObjectRef, Mapping[str, Any] | None],
-    inventory: Mapping[str, Collection[ObjectRef]],
+    pairs: Pairs,
     drift: Mapping[ObjectRef, Drift | None],
     mode: Mode,
     protected: Protection,
@@ -234,12 +203,12 @@ def plan(
     unserved: Collection[GroupKind] = (),
     unlisted: Mapping[GroupKind, str] | None = None,
 ) -> Plan:
-    """The ordered actions that bring one cluster from `live` to `desired`.
+    """The ordered actions that bring one cluster's live objects to the desired ones.
 
-    `apps` are the cluster's apps in the catalogue; `desired` their rendered
-    objects; `live` the live cache's objects by ref (missing or None: absent);
-    `inventory` what the reconciler applied before, per app (apps no longer in
-    the catalogue included); `drift` the diff of each desired object that differs
+    `apps` are the cluster's apps in the catalogue; `pairs` their rendered objects,
+    the inventory of what the reconciler applied before (apps no longer in the
+    catalogue included) and the live objects of both and of the apps' destination
+    namespaces (None: absent); `drift` the diff of each desired object that differs
     from live (missing or None: in sync). Apps in `render_failed` did not render,
     so nothing of theirs is pruned. An app may lose at most `max_prune_share` of
     its inventory in one reconcile; beyond that its prune is blocked. Objects of
@@ -251,39 +220,39 @@ def plan(
     """
     if not 0.0 <= max_prune_share <= 1.0:
         raise ValueError(f"max_prune_share must lie in [0, 1], not {max_prune_share}")
-    manifests = tuple(desired)
-    pairs = pair(manifests, live, inventory)
+    inventory = inventory_by_app(pairs)
     planner = _Planner({app.name: app for app in apps}, frozenset(unserved), unlisted or {})
-    hooks: list[tuple[Pairing, _Hook, int]] = []
-    candidates: dict[str, list[Pairing]] = defaultdict(list)
-    for pairing in pairs.values():
-        if pairing.desired is None:
-            candidates[pairing.app].append(pairing)
+    hooks: list[tuple[Pair, _Hook, int]] = []
+    candidates: dict[str, list[Pair]] = defaultdict(list)
+    for pair in pairs.values():
+        if pair.prune_candidate:
+            candidates[pair.app].append(pair)
+        if pair.desired is None:
             continue
-        annotations = _annotations(pairing.desired.obj)
-        wave = planner.wave(pairing, annotations)
+        annotations = _annotations(pair.desired.obj)
+        wave = planner.wave(pair, annotations)
         hook = _hook(annotations)
         if hook is None:
-            planner.sync(pairing, drift.get(pairing.ref), wave)
+            planner.sync(pair, drift.get(pair.ref), wave)
         else:
-            hooks.append((pairing, hook, wave))
-    planner.create_namespaces(pairs, live)
-    rendered = {m.origin.app for m in manifests}
+            hooks.append((pair, hook, wave))
+    planner.create_namespaces(pairs)
+    rendered = {p.app for p in pairs.values() if p.desired is not None}
     for app, members in candidates.items():
         block = planner.prune_block(
             app,
             failed=app in render_failed,
             rendered=app in rendered,
             losing=len(members),
-            of=len(set(inventory[app])),
+            of=len(inventory[app]),
             max_share=max_prune_share,
         )
-        for pairing in members:
-            planner.prune(pairing, drift.get(pairing.ref), block, protected)
+        for pair in members:
+            planner.prune(pair, drift.get(pair.ref), block, protected)
     # Hooks belong to a sync operation: an app with nothing to write runs none (invariant 3).
     syncing = {action.app for _, action in planner.entries + planner.prunes if action.writes}
-    for pairing, hook, wave in hooks:
-        planner.hook(pairing, hook, wave, syncing=pairing.app in syncing)
+    for pair, hook, wave in hooks:
+        planner.hook(pair, hook, wave, syncing=pair.app in syncing)
     return planner.finish(mode)
 
 
@@ -312,15 +281,15 @@ class _Planner:
         self.prunes: list[tuple[tuple[Any, ...], Action]] = []
         self.notes: dict[str, list[str]] = defaultdict(list)
 
-    def wave(self, pairing: Pairing, annotations: Mapping[str, Any]) -> int:
+    def wave(self, pair: Pair, annotations: Mapping[str, Any]) -> int:
         # Argo CD reads the Helm hook weight when there is no sync-wave.
         for key in (SYNC_WAVE, HELM_HOOK_WEIGHT):
             if key in annotations:
                 try:
                     return int(str(annotations[key]).strip())
                 except ValueError:
-                    self.notes[pairing.app].append(
-                        f"{pairing.ref}: {key} {annotations[key]!r} is not an integer; wave 0"
+                    self.notes[pair.app].append(
+                        f"{pair.ref}: {key} {annotations[key]!r} is not an integer; wave 0"
                     )
                     return 0
         return 0
@@ -330,15 +299,15 @@ class _Planner:
         why = self.unlisted.get(GroupKind(ref.group, ref.kind))
         return None if why is None else f"{WAITING}kind {ref.kind} cannot be listed ({why})"
 
-    def sync(self, pairing: Pairing, drift: Drift | None, wave: int) -> None:
+    def sync(self, pair: Pair, drift: Drift | None, wave: int) -> None:
         reason = ""
-        absent = pairing.live is None
-        waiting = self.waiting(pairing.ref) if absent else None
+        absent = pair.live is None
+        waiting = self.waiting(pair.ref) if absent else None
         if waiting is not None:
             kind, result, reason = ActionKind.NONE, Result.SKIPPED, waiting
-        elif absent and GroupKind(pairing.ref.group, pairing.ref.kind) in self.unserved:
+        elif absent and GroupKind(pair.ref.group, pair.ref.kind) in self.unserved:
             kind, result = ActionKind.NONE, Result.FAILED
-            reason = f"the cluster does not serve {pairing.ref.kind} (CRD not installed)"
+            reason = f"the cluster does not serve {pair.ref.kind} (CRD not installed)"
         elif absent:
             kind, result = ActionKind.CREATE, Result.CREATED
         elif drift is not None:
@@ -346,32 +315,29 @@ class _Planner:
         else:
             kind, result = ActionKind.NONE, Result.UNCHANGED
         action = Action(
-            pairing.ref,
-            pairing.app,
+            pair.ref,
+            pair.app,
             kind,
             result,
             Phase.SYNC,
             wave,
-            pairing.desired,
+            pair.desired,
             drift,
             reason=reason,
             tracked=True,
         )
         self._add(action, hook=False)
 
-    def create_namespaces(
-        self,
-        pairs: Mapping[ObjectRef, Pairing],
-        live: Mapping[ObjectRef, Mapping[str, Any] | None],
-    ) -> None:
+    def create_namespaces(self, pairs: Pairs) -> None:
         """A Namespace for each `CreateNamespace=true` app whose namespace is neither
         desired, nor live, nor already planned for another app."""
-        taken = set(pairs)
+        taken = {ref for ref, p in pairs.items() if p.desired or p.inventory}
         for app in sorted(self.apps.values(), key=lambda a: (a.sync_wave, a.name)):
             ref = ObjectRef("", "Namespace", "", app.namespace)
             if app.sync_option("CreateNamespace") != "true" or not app.namespace:
                 continue
-            if ref in taken or live.get(ref) is not None or self.waiting(ref) is not None:
+            live = pairs[ref].live if ref in pairs else None
+            if ref in taken or live is not None or self.waiting(ref) is not None:
                 continue
             taken.add(ref)
             obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": app.namespace}}
@@ -411,10 +377,10 @@ class _Planner:
         return reason
 
     def prune(
-        self, pairing: Pairing, drift: Drift | None, block: str | None, protected: Protection
+        self, pair: Pair, drift: Drift | None, block: str | None, protected: Protection
     ) -> None:
-        live = pairing.live
-        waiting = self.waiting(pairing.ref) if live is None else None
+        live = pair.live
+        waiting = self.waiting(pair.ref) if live is None else None
         if waiting is not None:
             kind, result, reason = ActionKind.NONE, Result.SKIPPED, waiting
         elif live is None:
@@ -426,24 +392,22 @@ class _Planner:
             kind, result, reason = ActionKind.NONE, Result.SKIPPED, f"protected: {protection}"
         else:
             kind, result, reason = ActionKind.PRUNE, Result.PRUNED, ""
-        wave = self.wave(pairing, _annotations(live or {}))
+        wave = self.wave(pair, _annotations(live or {}))
         action = Action(
-            pairing.ref, pairing.app, kind, result, Phase.PRUNE, wave, drift=drift, reason=reason
+            pair.ref, pair.app, kind, result, Phase.PRUNE, wave, drift=drift, reason=reason
         )
         # Sorted like an apply, then reversed: see `finish`.
         self.prunes.append((self._key(action, Phase.SYNC, hook=False), action))
 
-    def hook(self, pairing: Pairing, hook: _Hook, wave: int, *, syncing: bool) -> None:
-        ref, app = pairing.ref, pairing.app
+    def hook(self, pair: Pair, hook: _Hook, wave: int, *, syncing: bool) -> None:
+        ref, app = pair.ref, pair.app
 
         def add(
             kind: ActionKind, result: Result, phase: Phase, reason: str, *, run: bool = False
         ) -> None:
             policies = hook.delete_policies if run else ()
             self._add(
-                Action(
-                    ref, app, kind, result, phase, wave, pairing.desired, None, reason, policies
-                ),
+                Action(ref, app, kind, result, phase, wave, pair.desired, None, reason, policies),
                 hook=True,
             )
 
@@ -487,7 +451,7 @@ class _Planner:
 def _report_only(action: Action) -> Action:
     if not action.writes:
         return action
-    reason = f"report-only cluster: would {_VERBS[action.kind]}"
+    reason = f"report-only cluster: would {VERBS[action.kind]}"
     return replace(action, kind=ActionKind.REPORT_ONLY, result=Result.SKIPPED, reason=reason)
 
 

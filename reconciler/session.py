@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.config import Config
+from reconciler.config import Config, with_policy_modes
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.engine import ClusterEngine
 from reconciler.errors import ReconcilerError
@@ -28,6 +28,13 @@ STATE_DB = "state.db"
 def policies_for(config: Config) -> Policies:
     """The configured policies (or the shipped ones); raises PolicyError naming file and key."""
     return load_policies(config.daemon.policies or SHIPPED_POLICIES, config.clusters)
+
+
+def settled(config: Config) -> tuple[Config, Policies]:
+    """The config with each cluster's effective mode, and the policies that decided it:
+    the one place a cluster's mode is worked out."""
+    policies = policies_for(config)
+    return with_policy_modes(config, policies.forced_report_mode), policies
 
 
 def open_store(config: Config, *, readonly: bool = False) -> Store:
@@ -64,14 +71,20 @@ class Session:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def render(self, clusters: Collection[str] | None = None, *, fetch: bool = False) -> Desired:
-        """Render the committed desired state of `clusters` (all when None)."""
+        """Render the committed desired state of `clusters` (all when None); it carries
+        the commit read of each repo, which `record_repos` puts on record."""
         sources = open_sources(self.config, fetch=fetch)
-        if not self.store.readonly:
-            for name, problem in sources.problems.items():
-                self.store.record_repo(name, None, problem)
-            for name, tree in sources.trees.items():
-                self.store.record_repo(name, tree.commit, None)
         return build_desired(self.config, sources, tools_for(self.config), clusters)
+
+    def record_repos(self, desired: Desired) -> None:
+        """Record each repo's commit, or why it could not be read (beside its last good
+        commit), for `status`; a read-only session records nothing."""
+        if self.store.readonly:
+            return
+        for name, problem in desired.unreadable.items():
+            self.store.record_repo(name, None, problem)
+        for name, commit in desired.commits.items():
+            self.store.record_repo(name, commit, None)
 
 
 def open_session(
@@ -85,7 +98,8 @@ def open_session(
     session (diff) writes nothing to the state, so it may run beside the daemon; the
     others are writers and must hold the state lock (reconciler.statedir)."""
     store, scratch = _reading_store(config) if readonly else (open_store(config), None)
-    session = Session(config, store, policies_for(config), scratch=scratch)
+    config, policies = settled(config)
+    session = Session(config, store, policies, scratch=scratch)
     for cluster in config.clusters:
         if clusters is not None and cluster.name not in clusters:
             continue

@@ -60,7 +60,9 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
         clusters.append(
             {
                 "name": cluster.name,
-                "mode": state.get("mode", "report" if cluster.argocd else cluster.mode),
+                # The daemon records the effective mode; before its first run, the
+                # configured one (an Argo CD cluster is always "report" there).
+                "mode": state.get("mode", cluster.mode),
                 "reachable": state.get("reachable"),
                 "error": state.get("error"),
                 "last_reconcile": (

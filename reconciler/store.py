@@ -25,7 +25,7 @@ from typing import Any
 
 from reconciler import statedir
 from reconciler.errors import ReconcilerError
-from reconciler.model import Drift, ObjectRef
+from reconciler.model import Drift, InventoryItem, ObjectRef
 
 SCHEMA_VERSION = 1
 
@@ -81,13 +81,6 @@ class StoreError(ReconcilerError):
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class InventoryItem:
-    app: str
-    ref: ObjectRef
-    api_version: str
 
 
 @dataclass(frozen=True)

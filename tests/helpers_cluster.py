@@ -7,9 +7,9 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from testenv.clusters import RECONCILER_USER, Cluster
+from tests import builders
 
 
 def unique(prefix: str) -> str:
@@ -29,21 +29,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def namespace(cluster: Cluster, prefix: str = "t") -> Iterator[str]:
     """A fresh namespace, created and deleted by the admin identity."""
     name = unique(prefix)
-    cluster.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    cluster.request("POST", "/api/v1/namespaces", builders.namespace(name))
     try:
         yield name
     finally:
         with contextlib.suppress(OSError):
             cluster.request("DELETE", f"/api/v1/namespaces/{name}")
-
-
-def config_map(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": data,
-    }
 
 
 def create_crd(cluster: Cluster, group: str, kind: str) -> str:

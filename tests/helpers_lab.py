@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-import yaml
 
 from testenv import config as configs
 from testenv.clusters import RECONCILER_USER, Cluster, ClusterSet
 from testenv.gitrepos import commit_files, pull
+from tests.builders import config_map, deployment, secret, yaml_file
 
 CANARY = "canary-9f1c2e-do-not-print"
 SERVERS = {
@@ -38,35 +38,13 @@ def manifests(
     namespace: str, replicas: int = 1, extra_label: bool = False, level: bool = True
 ) -> dict[str, bytes]:
     labels = {"app": "web", **({"tier": "front"} if extra_label else {})}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
-            },
-        },
-    }
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "settings"},
-        "data": {"mode": "steady", **({"level": "3"} if level else {})},
-    }
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "token"},
-        "data": {"token": base64.b64encode(CANARY.encode()).decode()},
-    }
+    settings = {"mode": "steady", **({"level": "3"} if level else {})}
     return {
-        "deployment.yaml": yaml.safe_dump(deployment).encode(),
-        "configmap.yaml": yaml.safe_dump(config_map).encode(),
-        "secret.yaml": yaml.safe_dump(secret).encode(),
+        "deployment.yaml": yaml_file(
+            deployment("web", "nginx:1.27", labels=labels, replicas=replicas)
+        ),
+        "configmap.yaml": yaml_file(config_map("settings", settings)),
+        "secret.yaml": yaml_file(secret("token", {"token": CANARY})),
     }
 
 
@@ -100,9 +78,9 @@ def reconciler_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 def app_files(cluster: str, namespace: str, **kw: Any) -> dict[str, bytes | None]:
     files: dict[str, bytes | None] = {
-        f"apps/{cluster}.yaml": yaml.safe_dump(
+        f"apps/{cluster}.yaml": yaml_file(
             application(f"web-{cluster}", cluster, f"deploy/{cluster}", namespace)
-        ).encode()
+        )
     }
     files.update({f"deploy/{cluster}/{k}": v for k, v in manifests(namespace, **kw).items()})
     return files

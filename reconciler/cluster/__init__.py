@@ -7,7 +7,6 @@ reconciler sees plain dicts and the types of `reconciler.model`.
 
 from reconciler.cluster.cache import CacheStats, LiveCache
 from reconciler.cluster.client import (
-    FIELD_MANAGER,
     ClusterClient,
     ObjectList,
     WatchEvent,
@@ -31,7 +30,6 @@ from reconciler.cluster.errors import (
 )
 
 __all__ = [
-    "FIELD_MANAGER",
     "CacheStats",
     "ClusterClient",
     "ClusterError",

@@ -26,13 +26,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import structlog
-
+from reconciler import logs
 from reconciler.cluster.client import REQUEST_TIMEOUT, ClusterClient, WatchStream
 from reconciler.cluster.errors import ClusterError, Gone, NotSynced, UnknownKind
-from reconciler.model import GroupKind, ObjectRef
+from reconciler.model import CRD, GroupKind, ObjectRef
 
-CRD = GroupKind("apiextensions.k8s.io", "CustomResourceDefinition")
 # client-go's choice: spread server-side watch timeouts so watches do not restart together.
 WATCH_TIMEOUT_RANGE = (300, 600)
 # A watch that ends this fast with no event is treated as a failure, never as a hot loop.
@@ -45,7 +43,6 @@ LIST_DEADLINE_S = 300.0
 WATCH_DEADLINE_S = WATCH_TIMEOUT_RANGE[1] + REQUEST_TIMEOUT[1] + 30.0
 
 OnChange = Callable[[ObjectRef, str], None]
-log = structlog.get_logger(__name__)
 
 
 class Monitor(Protocol):
@@ -79,7 +76,7 @@ class _Unmonitored:
 
     def failed(self, name: str, exc: BaseException, restart_in: float | None = None) -> None:
         # Only the type: the text of an exception may quote what the server sent.
-        log.error("watch failed unexpectedly", watch=name, error=type(exc).__name__)
+        logs.get(__name__).error("watch failed unexpectedly", watch=name, error=type(exc).__name__)
 
 
 class Backoff:
@@ -329,7 +326,7 @@ class LiveCache:
             self._on_change(ref, event_type)
         except Exception:
             # A failing subscriber must not stop the watch that feeds every other reader.
-            log.exception(
+            logs.get(__name__).exception(
                 "live cache change callback failed", cluster=self.client.name, ref=str(ref)
             )
 
@@ -387,7 +384,9 @@ class _KindWatcher(threading.Thread):
                 # Handled and retried: trouble to report, not a stuck watcher.
                 monitor.trouble(self.name, str(exc))
                 monitor.idle(self.name)
-                log.warning("watch failed", cluster=cache.client.name, kind=str(gk), error=str(exc))
+                logs.get(__name__).warning(
+                    "watch failed", cluster=cache.client.name, kind=str(gk), error=str(exc)
+                )
                 cache._stopped.wait(backoff.next())
             except Exception as exc:  # an answer that cannot be parsed, or a bug
                 if cache._stopped.is_set():

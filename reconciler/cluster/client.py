@@ -51,10 +51,8 @@ from reconciler.cluster.errors import (
     Unreachable,
     WriteRefused,
 )
-from reconciler.config import Mode
-from reconciler.model import GroupKind, ObjectRef, object_ref
+from reconciler.model import FIELD_MANAGER, GroupKind, Mode, ObjectRef, object_ref
 
-FIELD_MANAGER = "reconciler"
 READ_METHODS = frozenset({"GET", "HEAD"})
 RULES_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
 REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds

@@ -6,14 +6,13 @@ fields), `ignore` and `jq` (Argo CD ignoreDifferences), `redact` (secrets),
 `render` (text and JSON).
 """
 
-from reconciler.diff.compare import DEFAULT_MANAGER, diff_object
+from reconciler.diff.compare import diff_object
 from reconciler.diff.ignore import IgnoreRule, parse_ignore_rules
 from reconciler.diff.pointer import RuleError
 from reconciler.diff.redact import SECRET_RULE, RedactionRule, redact, redact_text
 from reconciler.diff.render import drift_to_json, render_text
 
 __all__ = [
-    "DEFAULT_MANAGER",
     "SECRET_RULE",
     "IgnoreRule",
     "RedactionRule",

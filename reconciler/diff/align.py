@@ -21,7 +21,7 @@ from reconciler.diff.fieldsets import FieldSet, freeze, matches_key, owned_part
 from reconciler.diff.normalize import same_scalar
 
 # Whether a desired list item and a live one are the same item.
-Pairing = Callable[[Any, Any], bool]
+SameItem = Callable[[Any, Any], bool]
 
 
 @dataclass(frozen=True, order=True)
@@ -62,7 +62,7 @@ def align(desired: Any, live: Any, owners: Owners, *, full: bool) -> tuple[Any, 
     if isinstance(desired, dict) and isinstance(live, dict):
         return _align_maps(desired, live, owners, full)
     if isinstance(desired, list) and isinstance(live, list):
-        same = _pairing(desired, live, owners.known)
+        same = _same_item(desired, live, owners.known)
         if same is not None:
             return _align_keyed(desired, live, same, owners, full)
         if len(desired) == len(live):
@@ -108,7 +108,7 @@ def _align_maps(
 
 
 def _align_keyed(
-    desired: list[Any], live: list[Any], same: Pairing, owners: Owners, full: bool
+    desired: list[Any], live: list[Any], same: SameItem, owners: Owners, full: bool
 ) -> tuple[SlotMap, SlotMap]:
     desired_view, live_view = SlotMap(), SlotMap()
     paired: set[int] = set()
@@ -133,8 +133,8 @@ def _align_keyed(
     return desired_view, live_view
 
 
-def _pairing(desired: list[Any], live: list[Any], known: FieldSet | None) -> Pairing | None:
-    """How items of this list are paired, as server-side apply merges it: by merge keys
+def _same_item(desired: list[Any], live: list[Any], known: FieldSet | None) -> SameItem | None:
+    """How items of this list are matched, as server-side apply merges it: by merge keys
     or by value (a set) per managedFields; failing that, by `name` when every item has
     one (containers, env, volumes ...); None for a list compared by position."""
     if known is not None and known.is_set():

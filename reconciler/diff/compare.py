@@ -21,9 +21,7 @@ from reconciler.diff.ignore import IgnoreRule, apply_ignore, ignored_fields
 from reconciler.diff.normalize import fold_string_data, plain, strip_server_fields
 from reconciler.diff.pointer import Segment, format_pointer
 from reconciler.diff.redact import RedactionRule, redact_in_place
-from reconciler.model import Change, Drift, DriftType, ObjectRef
-
-DEFAULT_MANAGER = "reconciler"
+from reconciler.model import FIELD_MANAGER, Change, Drift, DriftType, GroupKind, ObjectRef
 
 _REPORTS = (
     "values_changed",
@@ -41,7 +39,7 @@ def diff_object(
     live: Mapping[str, Any] | None,
     *,
     dry_run: Mapping[str, Any] | None = None,
-    manager: str = DEFAULT_MANAGER,
+    manager: str = FIELD_MANAGER,
     ignore: Iterable[IgnoreRule] = (),
     redaction: Iterable[RedactionRule] = (),
 ) -> Drift | None:
@@ -99,7 +97,7 @@ def _prepare(
 ) -> dict[str, Any]:
     # Redaction comes first so that no later step ever holds a secret value.
     view: dict[str, Any] = plain(obj)
-    redact_in_place(view, secret_rules, (ref.group, ref.kind))
+    redact_in_place(view, secret_rules, GroupKind(ref.group, ref.kind))
     strip_server_fields(view)
     apply_ignore(view, rules, ignored)
     return view

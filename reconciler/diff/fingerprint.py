@@ -7,10 +7,14 @@ fields only other managers write (status, a controller's annotation) are carried
 through an apply untouched, so they cannot turn the verdict. Projecting the live
 object onto the desired object's shape captures exactly that, and, unlike the
 resourceVersion, it does not move when a controller updates status.
+
+The daemon fingerprints desired objects the same way, to tell a revert of a live
+edit (the same desired object applied again) from a new commit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -27,3 +31,8 @@ def project(live: Any, desired: Any) -> Any:
 def canonical(obj: Any) -> str:
     """One text per value, whatever the order of its keys."""
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+def digest(obj: Any) -> str:
+    """A fixed-size stand-in for `canonical(obj)`, to remember many values cheaply."""
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()

@@ -28,14 +28,12 @@ from typing import Any
 
 from reconciler.diff import pointer
 from reconciler.diff.normalize import CONTROLLER_ANNOTATIONS, plain
-from reconciler.model import api_group
+from reconciler.model import GroupKind, api_group
 
 _KEY = secrets.token_bytes(32)
 _MARKER = re.compile(r"<redacted [0-9a-f]{12}>")
 TEXT_MARKER = "<redacted>"
 LAST_APPLIED = CONTROLLER_ANNOTATIONS[0]
-
-GroupKind = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,8 @@ def _targets(
 ) -> Iterator[tuple[dict[str, Any], str, list[RedactionRule]]]:
     """Each object with secrets, its kind, and the rules naming them: `obj` itself and
     the items of a `*List` (whose items the API server sends without kind/apiVersion)."""
-    group, kind = group_kind or _group_kind(obj, ("", ""))
+    found = group_kind or _group_kind(obj, GroupKind("", ""))
+    group, kind = found.group, found.kind
     matched = [rule for rule in (SECRET_RULE, *rules) if rule.matches(group, kind)]
     if matched:
         yield obj, kind, matched
@@ -125,13 +124,15 @@ def _targets(
     if kind.endswith("List") and isinstance(items, list):
         for item in items:
             if isinstance(item, dict):
-                yield from _targets(item, rules, _group_kind(item, (group, kind[: -len("List")])))
+                yield from _targets(
+                    item, rules, _group_kind(item, GroupKind(group, kind[: -len("List")]))
+                )
 
 
 def _group_kind(obj: Mapping[str, Any], default: GroupKind) -> GroupKind:
     api_version = obj.get("apiVersion")
-    group = api_group(api_version) if isinstance(api_version, str) else default[0]
-    return group, str(obj.get("kind") or default[1])
+    group = api_group(api_version) if isinstance(api_version, str) else default.group
+    return GroupKind(group, str(obj.get("kind") or default.kind))
 
 
 def _spellings(text: str, field: Any) -> Iterator[str]:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-import yaml
 
 from testenv import config as configs
 from testenv.clusters import Cluster, ClusterSet
 from testenv.gitrepos import commit_files, make_upstream_and_clone, pull
+from tests.builders import config_map, yaml_file
 from tests.helpers_cluster import wait_for
 from tests.helpers_lab import SERVERS, app_files, application, writes_by_reconciler
 
@@ -35,29 +35,16 @@ SIDE_URL = "https://git.test/side.git"
 def side_files(namespace: str, mode: str = "steady") -> dict[str, bytes | None]:
     app = application("side-monit", "monit", "deploy/side", namespace)
     app["spec"]["source"]["repoURL"] = SIDE_URL
-    cm = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "side"},
-        "data": {"mode": mode},
-    }
     return {
-        "apps/side.yaml": yaml.safe_dump(app).encode(),
-        "deploy/side/configmap.yaml": yaml.safe_dump(cm).encode(),
+        "apps/side.yaml": yaml_file(app),
+        "deploy/side/configmap.yaml": yaml_file(config_map("side", {"mode": mode})),
     }
 
 
 def config_maps(prefix: str, n: int, value: str = "1") -> dict[str, bytes | None]:
     """`n` ConfigMaps, one file each, for an app with many objects."""
     return {
-        f"{prefix}/cm-{i:04d}.yaml": yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": f"cm-{i:04d}"},
-                "data": {"value": value},
-            }
-        ).encode()
+        f"{prefix}/cm-{i:04d}.yaml": yaml_file(config_map(f"cm-{i:04d}", {"value": value}))
         for i in range(n)
     }
 

@@ -5,7 +5,7 @@ duplicated, nothing lost, nothing left behind."""
 
 from __future__ import annotations
 
-from reconciler.engine import TRACKING_LABEL
+from reconciler.drift import TRACKING_LABEL
 from reconciler.model import ObjectRef
 from reconciler.session import STATE_DB
 from reconciler.store import Store

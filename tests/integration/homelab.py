@@ -33,6 +33,7 @@ from testenv.gitrepos import (
     make_upstream_and_clone,
     pull,
 )
+from tests.builders import namespace
 from tests.helpers_lab import reconciler_cli
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -171,9 +172,7 @@ def install(cluster: Cluster, manifests: Iterable[Manifest]) -> list[Manifest]:
     namespaces = [m for m in applied if m.ref.group == "" and m.ref.kind == "Namespace"]
     listed = {m.ref.name for m in namespaces}
     needed = sorted({m.ref.namespace for m in applied if m.ref.namespace} - listed)
-    plain_ns: list[Mapping[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in needed
-    ]
+    plain_ns: list[Mapping[str, Any]] = [namespace(n) for n in needed]
     _apply(cluster.admin_kubeconfig, [m.obj for m in namespaces] + plain_ns)
     rest = [m for m in applied if m not in crds and m not in namespaces]
     _apply(cluster.admin_kubeconfig, [m.obj for m in rest])

@@ -19,6 +19,7 @@ import pytest
 from reconciler.session import STATE_DB
 from reconciler.store import Store
 from testenv.clusters import RECONCILER_USER, Cluster, free_port, read_audit_log, write_kubeconfig
+from tests import builders
 from tests.helpers_cluster import unique
 from tests.helpers_lab import Lab
 
@@ -99,11 +100,7 @@ def prod_write_grant(lab: Lab) -> Iterator[str]:
     ConfigMaps in one namespace (not `default`: every namespace is reviewed)."""
     prod = lab.clusters["prod"]
     namespace = unique("grant")
-    prod.request(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-    )
+    prod.request("POST", "/api/v1/namespaces", builders.namespace(namespace))
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
     prod.request(
         "POST",

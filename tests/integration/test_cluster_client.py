@@ -23,13 +23,14 @@ from reconciler.cluster import (
 from reconciler.model import ObjectRef
 from testenv.clusters import RECONCILER_USER, WRITE_VERBS, ClusterSet, write_kubeconfig
 from testenv.pki import make_ca
-from tests.helpers_cluster import config_map, create_crd, namespace, unique, wait_for
+from tests.builders import config_map
+from tests.helpers_cluster import create_crd, namespace, unique, wait_for
 
 
 def test_report_mode_client_sends_no_write_request(clusters: ClusterSet) -> None:
     prod = clusters["prod"]
     client = ClusterClient("prod", prod.reconciler_kubeconfig, mode="report")
-    obj = config_map("default", unique("never"), {"k": "v"})
+    obj = config_map(unique("never"), {"k": "v"}, "default")
     ref = ObjectRef("", "ConfigMap", "default", obj["metadata"]["name"])
 
     for attempt in (
@@ -55,7 +56,7 @@ def test_report_mode_is_enforced_by_the_client_not_by_rbac(clusters: ClusterSet)
     client = ClusterClient("agentic", agentic.reconciler_kubeconfig, mode="report")
     name = unique("never")
     with pytest.raises(WriteRefused):
-        client.apply(config_map("default", name, {"k": "v"}), dry_run=True)
+        client.apply(config_map(name, {"k": "v"}, "default"), dry_run=True)
     assert not [e for e in agentic.requests_by(RECONCILER_USER) if e.name == name]
 
 
@@ -63,11 +64,11 @@ def test_apply_mode_client_server_side_applies_with_field_manager(clusters: Clus
     agentic = clusters["agentic"]
     client = ClusterClient("agentic", agentic.reconciler_kubeconfig)
     with namespace(agentic) as ns:
-        applied = client.apply(config_map(ns, "cm", {"k": "v1"}))
+        applied = client.apply(config_map("cm", {"k": "v1"}, ns))
         managers = {(m["manager"], m["operation"]) for m in applied["metadata"]["managedFields"]}
         assert ("reconciler", "Apply") in managers
 
-        dry = client.apply(config_map(ns, "cm", {"k": "v2"}), dry_run=True)
+        dry = client.apply(config_map("cm", {"k": "v2"}, ns), dry_run=True)
         assert dry["data"] == {"k": "v2"}
         live = client.get(ObjectRef("", "ConfigMap", ns, "cm"))
         assert live["data"] == {"k": "v1"}, "a dry-run changes nothing"
@@ -97,8 +98,8 @@ def test_conflicting_apply_names_the_field_and_its_manager(clusters: ClusterSet)
     agentic = clusters["agentic"]
     client = ClusterClient("agentic", agentic.reconciler_kubeconfig)
     with namespace(agentic) as ns:
-        client.apply(config_map(ns, "cm", {"k": "mine"}))
-        theirs = config_map(ns, "cm", {"k": "theirs"})
+        client.apply(config_map("cm", {"k": "mine"}, ns))
+        theirs = config_map("cm", {"k": "theirs"}, ns)
         with pytest.raises(Conflict) as conflict:
             client.apply(theirs, field_manager="someone-else")
         assert conflict.value.fields == ('.data.k (conflict with "reconciler")',)
@@ -138,11 +139,11 @@ def test_identity_is_the_kube_system_uid_and_a_mismatch_refuses_writes(
     mixed_up = ClusterClient("agentic", monit.reconciler_kubeconfig, pinned_identity=expected)
     name = unique("never")
     with pytest.raises(IdentityMismatch, match="reconciler check --repin agentic"):
-        mixed_up.apply(config_map("default", name, {"k": "v"}))
+        mixed_up.apply(config_map(name, {"k": "v"}, "default"))
     assert not [e for e in monit.requests_by(RECONCILER_USER) if e.name == name]
 
     pinned = ClusterClient("agentic", agentic.reconciler_kubeconfig, pinned_identity=expected)
-    pinned.apply(config_map("default", name, {"k": "v"}), dry_run=True)
+    pinned.apply(config_map(name, {"k": "v"}, "default"), dry_run=True)
     assert pinned.version().startswith("v1.")
 
 

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from reconciler.cluster import ClusterClient, LiveCache, NotSynced
-from reconciler.config import Mode
-from reconciler.model import GroupKind, ObjectRef
+from reconciler.model import GroupKind, Mode, ObjectRef
 from testenv.clusters import ClusterSet
+from tests.builders import config_map
 from tests.helpers_cluster import (
-    config_map,
     create_crd,
     namespace,
     reconciler_requests,
@@ -54,7 +53,7 @@ def start_cache(
 def test_cache_answers_get_without_api_calls(clusters: ClusterSet, caches: list[LiveCache]) -> None:
     prod = clusters["prod"]  # report-only: reading is all the cache ever does
     with namespace(prod) as ns:
-        prod.request("POST", f"/api/v1/namespaces/{ns}/configmaps", config_map(ns, "a", {"k": "v"}))
+        prod.request("POST", f"/api/v1/namespaces/{ns}/configmaps", config_map("a", {"k": "v"}, ns))
         cache = start_cache(caches, clusters, "prod")
         before = reconciler_requests(prod, READS)
 
@@ -76,8 +75,8 @@ def test_cache_sees_watch_events(clusters: ClusterSet, caches: list[LiveCache]) 
     with namespace(agentic) as ns:
         path = f"/api/v1/namespaces/{ns}/configmaps"
         ref = ObjectRef("", "ConfigMap", ns, "w")
-        agentic.request("POST", path, config_map(ns, "w", {"k": "1"}))
-        agentic.request("PUT", f"{path}/w", config_map(ns, "w", {"k": "2"}))
+        agentic.request("POST", path, config_map("w", {"k": "1"}, ns))
+        agentic.request("PUT", f"{path}/w", config_map("w", {"k": "2"}, ns))
         agentic.request("DELETE", f"{path}/w")
 
         seen: list[str] = []
@@ -141,7 +140,7 @@ def test_cache_relists_after_apiserver_restart(
     try:
         name = unique("during")
         agentic.request(
-            "POST", "/api/v1/namespaces/default/configmaps", config_map("default", name, {})
+            "POST", "/api/v1/namespaces/default/configmaps", config_map(name, {}, "default")
         )
         wait_for(
             lambda: other.get(ObjectRef("", "ConfigMap", "default", name)) is not None,
@@ -153,7 +152,7 @@ def test_cache_relists_after_apiserver_restart(
         monit.wait_ready(time.monotonic() + 30)
 
     name = unique("after")
-    monit.request("POST", "/api/v1/namespaces/default/configmaps", config_map("default", name, {}))
+    monit.request("POST", "/api/v1/namespaces/default/configmaps", config_map(name, {}, "default"))
     wait_for(
         lambda: restarted.get(ObjectRef("", "ConfigMap", "default", name)) is not None,
         10,

@@ -12,6 +12,7 @@ import urllib.error
 
 import yaml
 
+from tests.builders import namespace, yaml_file
 from tests.helpers_cluster import create_crd, unique, wait_for
 from tests.helpers_lab import (
     Lab,
@@ -92,8 +93,7 @@ def test_a_namespace_is_not_pruned_without_a_policy(lab: Lab) -> None:
     agentic = lab.clusters["agentic"]
     ns = lab.namespaces["agentic"]
     extra_ns = unique("lab-extra")
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra_ns}}
-    lab.commit({"deploy/agentic/namespace.yaml": yaml.safe_dump(namespace).encode()}, "add ns")
+    lab.commit({"deploy/agentic/namespace.yaml": yaml_file(namespace(extra_ns))}, "add ns")
     assert lab.run("sync", "--cluster", "agentic").returncode == 0
     assert live(agentic, f"/api/v1/namespaces/{extra_ns}")
 

@@ -13,7 +13,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import urllib3
@@ -22,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from testenv.clusters import RECONCILER_USER, Cluster, ClusterSet, write_kubeconfig
 from testenv.pki import make_ca
+from tests import builders
 from tests.helpers_cluster import wait_for
 
 CLUSTER_NAMES = ["prod", "agentic", "monit"]
@@ -45,33 +45,17 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         cluster.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
-def deployment(namespace: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": image}]},
-            },
-        },
-    }
-
-
 def test_server_side_apply_fills_in_server_defaults(cluster: Cluster, namespace: str) -> None:
     dyn = dynamic_client(cluster.admin_kubeconfig)
     namespaces = dyn.resources.get(api_version="v1", kind="Namespace")
     deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
 
     namespaces.server_side_apply(
-        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        body=builders.namespace(namespace),
         field_manager=FIELD_MANAGER,
     )
     deployments.server_side_apply(
-        body=deployment(namespace, "nginx:1.27"), field_manager=FIELD_MANAGER
+        body=builders.deployment("web", "nginx:1.27", namespace), field_manager=FIELD_MANAGER
     )
 
     live = deployments.get(name="web", namespace=namespace).to_dict()
@@ -86,12 +70,12 @@ def test_server_side_apply_fills_in_server_defaults(cluster: Cluster, namespace:
 def test_watch_sees_a_change(cluster: Cluster, namespace: str) -> None:
     dyn = dynamic_client(cluster.admin_kubeconfig)
     dyn.resources.get(api_version="v1", kind="Namespace").server_side_apply(
-        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        body=builders.namespace(namespace),
         field_manager=FIELD_MANAGER,
     )
     deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
     created = deployments.server_side_apply(
-        body=deployment(namespace, "nginx:1.27"), field_manager=FIELD_MANAGER
+        body=builders.deployment("web", "nginx:1.27", namespace), field_manager=FIELD_MANAGER
     )
 
     wanted = ("MODIFIED", "nginx:1.28")
@@ -116,7 +100,7 @@ def test_watch_sees_a_change(cluster: Cluster, namespace: str) -> None:
     watcher = threading.Thread(target=stream, daemon=True)
     watcher.start()
     deployments.server_side_apply(
-        body=deployment(namespace, "nginx:1.28"), field_manager=FIELD_MANAGER
+        body=builders.deployment("web", "nginx:1.28", namespace), field_manager=FIELD_MANAGER
     )
     watcher.join(timeout=25)
     assert wanted in seen

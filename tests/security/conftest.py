@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from testenv.gitrepos import FileContent, make_upstream_and_clone
+from tests.builders import config_map, yaml_file
 from tests.desired.conftest import write_config
 from tests.helpers_lab import reconciler_cli
 
@@ -36,22 +36,16 @@ def application(name: str, source: Mapping[str, Any], server: str = AGENTIC) -> 
             "destination": {"server": server, "namespace": name},
         },
     }
-    return yaml.safe_dump(doc).encode()
+    return yaml_file(doc)
 
 
 def honest_files() -> dict[str, FileContent]:
     """An ordinary app that every attack test expects to keep rendering."""
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "still-here"},
-        "data": {"k": "v"},
-    }
     return {
         f"kubernetes/argocd-apps/{HONEST_APP}.yaml": application(
             HONEST_APP, {"path": f"apps/{HONEST_APP}"}
         ),
-        f"apps/{HONEST_APP}/cm.yaml": yaml.safe_dump(config_map).encode(),
+        f"apps/{HONEST_APP}/cm.yaml": yaml_file(config_map("still-here", {"k": "v"})),
     }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.builders import config_map, yaml_file
 from tests.desired.conftest import HELM
 from tests.faults import conftest as faults
 from tests.faults.lab import FaultLab
@@ -28,12 +29,6 @@ def _poison(lab: FaultLab, marker: Path, host: Path) -> dict[str, bytes | None]:
     shell["spec"]["source"]["helm"] = {"releaseName": SHELL}
     bomb = application("bomb-agentic", "agentic", "deploy/bomb", ns)
     leak = application("leak-agentic", "agentic", "charts/leak", ns)
-    honest_change = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "after-the-poison"},
-        "data": {"k": "v"},
-    }
     return {
         "apps/shell.yaml": yaml.safe_dump(shell).encode(),
         **chart(f"  x: y; touch {marker}\n", "charts/shell"),
@@ -42,7 +37,7 @@ def _poison(lab: FaultLab, marker: Path, host: Path) -> dict[str, bytes | None]:
         "apps/leak.yaml": yaml.safe_dump(leak).encode(),
         **chart('  stolen: {{ .Files.Get "leak" | quote }}\n', "charts/leak"),
         **escaping_chain("charts/leak", host),  # type: ignore[dict-item]
-        "deploy/agentic/after.yaml": yaml.safe_dump(honest_change).encode(),
+        "deploy/agentic/after.yaml": yaml_file(config_map("after-the-poison", {"k": "v"})),
     }
 
 

@@ -6,8 +6,8 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from reconciler.config import ClusterConfig, Mode
-from reconciler.model import Manifest, Origin, object_ref
+from reconciler.config import ClusterConfig
+from reconciler.model import Manifest, Mode, Origin, object_ref
 from reconciler.policy import SHIPPED_POLICIES, Policies, load_policies
 
 

@@ -34,6 +34,7 @@ from reconciler.policy import SHIPPED_POLICIES
 from reconciler.session import STATE_DB, open_session, open_store, policies_for
 from testenv.gitrepos import make_upstream_and_clone
 from testenv.pki import make_ca
+from tests.builders import config_map, yaml_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = "tests/unit/test_config_keys.py"
@@ -224,9 +225,7 @@ def _config(tmp_path: Path, files: dict[str, str], **tables: dict[str, Any]) -> 
 
 
 def _config_map(name: str, data: str = "x") -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": data}}
-    )
+    return yaml_file(config_map(name, {"k": data})).decode()
 
 
 PLAIN = {"deploy/a.yaml": _config_map("a"), "deploy/b.yaml": _config_map("b", "y" * 3000)}

@@ -7,18 +7,14 @@ from typing import Any
 
 from reconciler.diff import diff_object, drift_to_json, render_text
 from reconciler.model import Drift, DriftType, ObjectRef
+from tests import builders
 
 REF = ObjectRef("", "ConfigMap", "shop", "settings")
 CLUSTER_REF = ObjectRef("rbac.authorization.k8s.io", "ClusterRole", "", "reader")
 
 
 def config_map(**data: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "settings", "namespace": "shop"},
-        "data": data,
-    }
+    return builders.config_map("settings", data, "shop")
 
 
 def changed_drift() -> Drift:

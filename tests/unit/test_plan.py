@@ -13,20 +13,22 @@ from typing import Any
 
 import pytest
 
-from reconciler.config import Mode
 from reconciler.model import (
     App,
     AppOrigin,
     Change,
     Drift,
     DriftType,
+    InventoryItem,
     Manifest,
+    Mode,
     ObjectRef,
     Origin,
     Result,
     Source,
     api_group,
 )
+from reconciler.pairs import Pair, join
 from reconciler.plan import (
     DEFAULT_MAX_PRUNE_SHARE,
     Action,
@@ -35,7 +37,6 @@ from reconciler.plan import (
     Phase,
     Plan,
     next_inventory,
-    pair,
     plan,
 )
 
@@ -169,6 +170,16 @@ def nothing_protected(live: Mapping[str, Any]) -> str | None:
     return None
 
 
+def joined(
+    desired: Iterable[Manifest],
+    live: Mapping[ObjectRef, Obj | None],
+    inventory: Mapping[str, Iterable[ObjectRef]],
+) -> dict[ObjectRef, Pair]:
+    """The one join, from inventory given per app."""
+    items = [InventoryItem(app, r, "") for app, refs in inventory.items() for r in refs]
+    return join(desired, live, items)
+
+
 def run(
     desired: Iterable[Obj] = (),
     *,
@@ -184,9 +195,11 @@ def run(
     """One app, incident-db, unless `apps` says otherwise; live objects given as git has them."""
     return plan(
         apps=tuple(apps) or (make_app(),),
-        desired=[manifest(o) for o in desired],
-        live={ref(o): live_copy(o) for o in live},
-        inventory={"incident-db": frozenset(ref(o) for o in inventory)},
+        pairs=joined(
+            [manifest(o) for o in desired],
+            {ref(o): live_copy(o) for o in live},
+            {"incident-db": frozenset(ref(o) for o in inventory)},
+        ),
         drift={d.ref: d for d in drift},
         mode=mode,
         protected=protected,
@@ -205,7 +218,7 @@ def names(actions: Iterable[Action]) -> list[str]:
 
 def test_create_update_prune_come_from_one_pairing() -> None:
     new, edited, same, removed = configmap(), statefulset(), service(), deployment("old-api")
-    pairs = pair(
+    pairs = joined(
         [manifest(o) for o in (new, edited, same)],
         {ref(o): live_copy(o) for o in (edited, same, removed)},
         {"incident-db": {ref(edited), ref(same), ref(removed)}},
@@ -297,12 +310,14 @@ def test_app_waves_order_whole_apps() -> None:
     database, api = make_app("postgres", wave=1), make_app("incident-api", wave=2)
     p = plan(
         apps=[api, database],
-        desired=[
-            manifest(deployment(annotations=wave(-3)), "incident-api"),
-            manifest(statefulset(annotations=wave(5)), "postgres"),
-        ],
-        live={},
-        inventory={},
+        pairs=joined(
+            [
+                manifest(deployment(annotations=wave(-3)), "incident-api"),
+                manifest(statefulset(annotations=wave(5)), "postgres"),
+            ],
+            {},
+            {},
+        ),
         drift={},
         mode="apply",
         protected=policy_protection,
@@ -433,9 +448,9 @@ def test_apps_gone_from_the_catalogue_are_not_pruned() -> None:
 
     p = plan(
         apps=[make_app("grafana", "monitoring")],
-        desired=[],
-        live={ref(o): live_copy(o) for o in owned},
-        inventory={"incident-db": {ref(o) for o in owned}},
+        pairs=joined(
+            [], {ref(o): live_copy(o) for o in owned}, {"incident-db": {ref(o) for o in owned}}
+        ),
         drift={},
         mode="apply",
         protected=nothing_protected,
@@ -451,9 +466,11 @@ def test_an_object_moved_to_another_app_is_not_pruned() -> None:
 
     p = plan(
         apps=[make_app(), make_app("incident-api")],
-        desired=[manifest(statefulset()), manifest(moved, "incident-api")],
-        live={ref(o): live_copy(o) for o in (statefulset(), moved)},
-        inventory={"incident-db": {ref(statefulset()), ref(moved)}},
+        pairs=joined(
+            [manifest(statefulset()), manifest(moved, "incident-api")],
+            {ref(o): live_copy(o) for o in (statefulset(), moved)},
+            {"incident-db": {ref(statefulset()), ref(moved)}},
+        ),
         drift={},
         mode="apply",
         protected=nothing_protected,
@@ -576,18 +593,14 @@ def test_create_namespace_plans_the_destination_namespace_once() -> None:
 
     missing = plan(
         apps=apps,
-        desired=desired,
-        live={},
-        inventory={},
+        pairs=joined(desired, {}, {}),
         drift={},
         mode="apply",
         protected=policy_protection,
     )
     present = plan(
         apps=apps,
-        desired=desired,
-        live={ref(namespace()): live_copy(namespace())},
-        inventory={},
+        pairs=joined(desired, {ref(namespace()): live_copy(namespace())}, {}),
         drift={},
         mode="apply",
         protected=policy_protection,

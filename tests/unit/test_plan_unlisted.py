@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from reconciler.model import GroupKind, Result
 from reconciler.plan import WAITING, ActionKind, next_inventory, plan
-from tests.unit.test_plan import configmap, make_app, manifest, ref, service
+from tests.unit.test_plan import configmap, joined, make_app, manifest, ref, service
 
 CONFIGMAP = GroupKind("", "ConfigMap")
 WHY = "cluster agentic: list ConfigMap: Forbidden (HTTP 403)"
@@ -18,9 +18,10 @@ def test_an_unlisted_kind_neither_prunes_as_absent_nor_creates_and_keeps_its_inv
     inventory = {"incident-db": {ref(kept), ref(gone), ref(svc), ref(old_svc)}}
     the_plan = plan(
         apps=[make_app()],
-        desired=[manifest(kept), manifest(created), manifest(svc)],
-        live={ref(svc): svc},  # ConfigMaps unknown; the old Service really is gone
-        inventory=inventory,
+        # ConfigMaps unknown; the old Service really is gone
+        pairs=joined(
+            [manifest(kept), manifest(created), manifest(svc)], {ref(svc): svc}, inventory
+        ),
         drift={},
         mode="apply",
         protected=lambda _: None,
@@ -40,9 +41,11 @@ def test_a_listed_kind_prunes_what_is_absent_as_before() -> None:
     gone = configmap("doomed")
     the_plan = plan(
         apps=[make_app()],
-        desired=[manifest(service())],
-        live={ref(service()): service()},
-        inventory={"incident-db": {ref(gone), ref(service())}},
+        pairs=joined(
+            [manifest(service())],
+            {ref(service()): service()},
+            {"incident-db": {ref(gone), ref(service())}},
+        ),
         drift={},
         mode="apply",
         protected=lambda _: None,
@@ -56,9 +59,7 @@ def test_create_namespace_waits_while_namespaces_cannot_be_listed() -> None:
     app = make_app(namespace="fresh", create_namespace=True)
     the_plan = plan(
         apps=[app],
-        desired=[manifest(service())],
-        live={},
-        inventory={},
+        pairs=joined([manifest(service())], {}, {}),
         drift={},
         mode="apply",
         protected=lambda _: None,

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from reconciler.model import GroupKind, Result
 from reconciler.plan import ActionKind, plan
-from tests.unit.test_plan import hook, infisical_secret, make_app, manifest, obj, ref, service
+from tests.unit.test_plan import (
+    hook,
+    infisical_secret,
+    joined,
+    make_app,
+    manifest,
+    obj,
+    ref,
+    service,
+)
 
 INFISICAL = GroupKind("secrets.infisical.com", "InfisicalSecret")
 
@@ -22,9 +31,7 @@ def _plan(unserved: set[GroupKind]) -> dict[str, tuple[ActionKind, Result, str]]
     live = {ref(svc): svc, ref(job): job}  # the Service is in sync, the secret absent
     the_plan = plan(
         apps=[make_app()],
-        desired=desired,
-        live=live,
-        inventory={},
+        pairs=joined(desired, live, {}),
         drift={},
         mode="apply",
         protected=lambda _: None,

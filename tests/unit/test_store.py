@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.model import Change, Drift, DriftType, ObjectRef
-from reconciler.store import InventoryItem, RunRecord, Store, StoreError
+from reconciler.model import Change, Drift, DriftType, InventoryItem, ObjectRef
+from reconciler.store import RunRecord, Store, StoreError
 
 WEB = ObjectRef("apps", "Deployment", "ai", "web")
 CM = ObjectRef("", "ConfigMap", "ai", "settings")

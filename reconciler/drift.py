@@ -1,0 +1,284 @@
+"""The diff stage of a reconcile: each desired object against its live one, the
+extras left in the inventory, policy violations, and Argo CD's own view.
+
+It diffs the manifests as they are applied (with the tracking label on apply-mode
+clusters), made once per render. A resync of an unchanged object costs a digest,
+not a diff: the last diff of each object is kept with the verdict digest it was
+made under, and an object found in sync is remembered in the store so the next
+reconcile sends it no dry-run.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.cluster import ClusterClient, LiveCache, NotSynced, Unreachable
+from reconciler.diff import diff_object, parse_ignore_rules
+from reconciler.diff.fingerprint import canonical, project
+from reconciler.diff.ignore import IgnoreRule
+from reconciler.errors import ReconcilerError
+from reconciler.execute import retrying
+from reconciler.model import App, Drift, GroupKind, Manifest, ObjectRef, Violation, object_ref
+from reconciler.pairs import Pair, Pairs
+from reconciler.policy import Policies
+from reconciler.record import Recorder
+from reconciler.report import ArgoStatus, ObjectError, Report
+
+# Marks what the reconciler applied, so its inventory can be read back from the
+# cluster itself (as Flux's and ApplySet's labels allow) and not only from the store.
+TRACKING_LABEL = "reconciler.kernow.io/app"
+# The label is part of every apply but never drift by itself: an object that matches
+# git in everything else is adopted as it is, without a write (invariant 3).
+TRACKING_RULE = parse_ignore_rules(
+    [{"group": "*", "kind": "*", "jsonPointers": ["/metadata/labels/reconciler.kernow.io~1app"]}],
+    "the tracking label",
+)
+ARGOCD_APPLICATION = GroupKind("argoproj.io", "Application")
+
+
+@dataclass(frozen=True)
+class AppRules:
+    """An app's ignore rules, with the text a verdict is keyed by (made once per app)."""
+
+    rules: tuple[IgnoreRule, ...] = ()
+    key: str = "()"
+
+
+Rules = dict[str, AppRules]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A cluster's manifests as they are applied, with their canonical text; objects
+    that could not be prepared (ref -> why) are kept, so never pruned, but fail alone."""
+
+    manifests: tuple[Manifest, ...]
+    texts: Mapping[ObjectRef, str]
+    broken: Mapping[ObjectRef, str] = field(default_factory=dict)
+
+    def only(self, wanted: Callable[[str], bool]) -> Prepared:
+        """The manifests of the apps `wanted` says yes to."""
+        manifests = tuple(m for m in self.manifests if wanted(m.origin.app))
+        return Prepared(manifests, self.texts, self.broken)
+
+    def text(self, m: Manifest) -> str:
+        text = self.texts.get(m.ref)
+        return text if text is not None else canonical(m.obj)
+
+
+def prepare(
+    manifests: Sequence[Manifest],
+    *,
+    tracked: bool,
+    contain: Callable[[ObjectRef, BaseException], str],
+) -> Prepared:
+    """The manifests as they are applied: with the tracking label when `tracked`."""
+    prepared: list[Manifest] = []
+    texts: dict[ObjectRef, str] = {}
+    broken: dict[ObjectRef, str] = {}
+    for m in manifests:
+        try:
+            ready = _tracked(m) if tracked else m
+            texts[m.ref] = canonical(ready.obj)
+        except Exception as exc:  # e.g. labels that are not a mapping
+            ready = m
+            broken[m.ref] = f"cannot be prepared: {contain(m.ref, exc)}"
+        prepared.append(ready)
+    return Prepared(tuple(prepared), texts, broken)
+
+
+class Differ:
+    """The diff stage of one cluster, with what it remembers between reconciles."""
+
+    def __init__(
+        self,
+        cluster: str,
+        *,
+        report_only: bool,
+        client: ClusterClient,
+        cache: LiveCache,
+        policies: Policies,
+        recorder: Recorder,
+        contain: Callable[[ObjectRef, BaseException], str],
+    ) -> None:
+        self.name = cluster
+        self.report_only = report_only
+        self.client = client
+        self.cache = cache
+        self.policies = policies
+        self.recorder = recorder
+        self.contain = contain
+        self.memo: dict[ObjectRef, tuple[str, Drift | None]] = {}
+        self.policy_memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
+
+    def compare(
+        self,
+        apps: Sequence[App],
+        pairs: Pairs,
+        prepared: Prepared,
+        errors: Sequence[ObjectError],
+        progress: Callable[[float], None],
+    ) -> tuple[Report, Rules]:
+        """The drift report of `pairs` (with `errors` found before), and the ignore
+        rules per app it was computed with."""
+        started = time.monotonic()
+        errors = list(errors)
+        rules = self._ignore_rules(apps, errors)
+        drifts: list[tuple[str, Drift]] = []
+        in_sync: list[tuple[ObjectRef, str]] = []
+        verdicts = self.recorder.verdicts()
+        for pair in pairs.values():
+            if pair.desired is None:
+                if pair.prune_candidate and pair.live is not None:
+                    extra = diff_object(pair.ref, None, pair.live)
+                    drifts += [(pair.app, extra)] if extra is not None else []
+                continue
+            progress(0.0)
+            if pair.ref in prepared.broken:
+                errors.append(ObjectError(pair.app, pair.ref, prepared.broken[pair.ref]))
+                continue
+            if not pair.listed:
+                continue  # its kind cannot be listed: the plan says that the object waits
+            try:
+                app_rules = rules.get(pair.app, AppRules())
+                found = self._diff(pair, app_rules, prepared, verdicts, in_sync)
+            except Unreachable:
+                raise  # the whole reconcile waits for the cluster, not each object in turn
+            except ReconcilerError as exc:
+                errors.append(ObjectError(pair.app, pair.ref, str(exc)))
+                continue
+            except Exception as exc:  # a bug met by one object stays with that object
+                errors.append(ObjectError(pair.app, pair.ref, self.contain(pair.ref, exc)))
+                continue
+            if found is not None:
+                drifts.append((pair.app, found))
+        self.recorder.in_sync(in_sync)
+        violations = self._violations(prepared, self._live_objects(prepared.manifests), errors)
+        report = Report(
+            cluster=self.name,
+            mode="report" if self.report_only else "apply",
+            drifts=tuple(drifts),
+            violations=tuple(violations),
+            errors=tuple(errors),
+            argocd=self._argocd_status() if self.report_only else {},
+            duration_s=time.monotonic() - started,
+        )
+        return report, rules
+
+    def _ignore_rules(self, apps: Sequence[App], errors: list[ObjectError]) -> Rules:
+        shared = (*self.policies.ignore_rules(self.name), *TRACKING_RULE)
+        rules: Rules = {}
+        for app in apps:
+            try:
+                own = parse_ignore_rules(app.ignore_differences, f"app {app.name}")
+            except ReconcilerError as exc:
+                errors.append(ObjectError(app.name, None, str(exc)))
+                own = ()
+            rules[app.name] = AppRules(own + shared, repr(own + shared))
+        return rules
+
+    def _diff(
+        self,
+        pair: Pair,
+        app_rules: AppRules,
+        prepared: Prepared,
+        verdicts: Mapping[ObjectRef, str],
+        in_sync: list[tuple[ObjectRef, str]],
+    ) -> Drift | None:
+        assert pair.desired is not None, "only a desired object is diffed against live"
+        m, live, rules = pair.desired, pair.live, app_rules.rules
+        if live is None:
+            return diff_object(m.ref, m.obj, None, ignore=rules)
+        verdict = self.verdict(m, live, app_rules, prepared)
+        remembered = self.memo.get(m.ref)
+        if remembered is not None and remembered[0] == verdict:
+            return remembered[1]
+        if self.report_only:
+            # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
+            found = diff_object(m.ref, m.obj, live, ignore=rules)
+        elif verdicts.get(m.ref) == verdict:
+            found = None
+        else:
+            # force: the diff shows what the reconciler's apply would make, takeovers included.
+            dry_run = retrying(lambda: self.client.apply(m.obj, force=True, dry_run=True))
+            found = diff_object(m.ref, m.obj, live, dry_run=dry_run, ignore=rules)
+            if found is None:
+                in_sync.append((m.ref, verdict))
+        self.memo[m.ref] = (verdict, found)
+        return found
+
+    def verdict(
+        self, m: Manifest, live: Mapping[str, Any], rules: AppRules, prepared: Prepared
+    ) -> str:
+        """The digest an in-sync verdict for `m` against `live` is remembered under."""
+        live_text = canonical(project(live, m.obj))
+        return self.recorder.verdict(prepared.text(m), live_text, rules.key)
+
+    def _violations(
+        self,
+        prepared: Prepared,
+        live: Sequence[Mapping[str, Any]],
+        errors: list[ObjectError],
+    ) -> list[Violation]:
+        """Policy violations of desired and live objects; an object evaluated before in
+        the same state (desired digest, live resourceVersion) is not evaluated again.
+        An object whose evaluation fails is an error of that object (in `errors`)."""
+        memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
+        found: list[Violation] = []
+        checks: list[tuple[tuple[str, ObjectRef, str], str, Callable[[], list[Violation]]]] = []
+        for m in prepared.manifests:
+            if m.ref not in prepared.broken:
+                desired = functools.partial(self.policies.evaluate, self.name, [m])
+                checks.append((("desired", m.ref, prepared.text(m)), m.origin.app, desired))
+        for obj in live:
+            meta = obj.get("metadata") or {}
+            key = ("live", object_ref(obj), f"{meta.get('uid')}/{meta.get('resourceVersion')}")
+            checks.append(
+                (key, "", functools.partial(self.policies.evaluate, self.name, live=[obj]))
+            )
+        for key, app, evaluate in checks:
+            hit = self.policy_memo.get(key)
+            try:
+                memo[key] = hit if hit is not None else evaluate()
+            except Exception as exc:
+                errors.append(ObjectError(app, key[1], self.contain(key[1], exc)))
+                continue
+            found += memo[key]
+        self.policy_memo = memo
+        return found
+
+    def _live_objects(self, manifests: Sequence[Manifest]) -> list[Mapping[str, Any]]:
+        kinds = sorted({(m.ref.group, m.ref.kind) for m in manifests})
+        objects: list[Mapping[str, Any]] = []
+        for group, kind in kinds:
+            try:
+                objects.extend(self.cache.objects(group, kind))
+            except NotSynced:
+                continue
+        return objects
+
+    def _argocd_status(self) -> dict[str, ArgoStatus]:
+        try:
+            applications = self.cache.objects(ARGOCD_APPLICATION.group, ARGOCD_APPLICATION.kind)
+        except NotSynced:
+            return {}
+        status: dict[str, ArgoStatus] = {}
+        for obj in applications:
+            st = obj.get("status") or {}
+            status[str(obj["metadata"]["name"])] = ArgoStatus(
+                (st.get("sync") or {}).get("status"), (st.get("health") or {}).get("status")
+            )
+        return status
+
+
+def _tracked(m: Manifest) -> Manifest:
+    """The manifest with the reconciler's tracking label for its app."""
+    metadata = dict(m.obj.get("metadata") or {})
+    labels = dict(metadata.get("labels") or {})
+    labels[TRACKING_LABEL] = m.origin.app
+    metadata["labels"] = labels
+    return Manifest(m.ref, {**m.obj, "metadata": metadata}, m.origin)
