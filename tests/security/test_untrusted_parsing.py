@@ -5,10 +5,8 @@ quickly and in little memory, while the honest app beside them renders."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -44,28 +42,45 @@ class Measured:
     peak_rss_kib: int
 
 
+# Runs the command given after the result file and writes its peak RSS there. A
+# process's peak RSS starts from the image it was exec'd from (Linux carries the
+# pre-exec high-water mark over), so measuring the CLI as pytest's direct child
+# would count pytest's own memory; this small launcher is the CLI's parent instead.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _render_measured(lab: AttackLab) -> Measured:
-    """`render -o json` with the CLI process's own peak memory (from wait4)."""
+    """`render -o json` with the CLI process's own peak memory (wait4 in a small parent)."""
     argv = [sys.executable, "-m", "reconciler.cli", "render", "-o", "json"]
+    peak = lab.base / "peak-rss-kib"
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [*argv, "--config", str(lab.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _LAUNCHER,
+            str(peak),
+            *argv,
+            "--config",
+            str(lab.config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=MAX_SECONDS * 2,
     )
-    streams: dict[str, bytes] = {}
-    readers = [
-        threading.Thread(target=lambda n=n, s=s: streams.__setitem__(n, s.read()))
-        for n, s in (("out", proc.stdout), ("err", proc.stderr))
-    ]
-    for reader in readers:
-        reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join()
-    result = subprocess.CompletedProcess(
-        argv, proc.returncode, streams["out"].decode(), streams["err"].decode()
-    )
-    return Measured(result, time.monotonic() - start, usage.ru_maxrss)
+    seconds = time.monotonic() - start
+    return Measured(result, seconds, int(peak.read_text()))
 
 
 def _directory_app(files: dict[str, bytes]) -> dict[str, bytes]:
