@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import syncpolicy
 from reconciler.config import Config
 from reconciler.documents import MANIFEST_SUFFIXES, parse_documents
 from reconciler.errors import ReconcilerError, internal_error
@@ -26,6 +27,7 @@ from reconciler.model import (
     Source,
     api_group,
 )
+from reconciler.pruneguard import deletes_resources
 from reconciler.render.arguments import (
     invalid_app_name,
     invalid_chart,
@@ -73,6 +75,8 @@ class _Context:
     servers: Mapping[str, str]  # normalised API URL -> cluster name
     clusters: frozenset[str]
     repos: Mapping[str, str]  # normalised repo URL -> repo name
+    # Clusters the reconciler never syncs: how their Applications sync is Argo CD's business.
+    report_only: frozenset[str] = frozenset()
 
 
 def build_catalogue(
@@ -86,6 +90,7 @@ def build_catalogue(
         servers={normalise_server(s): c.name for c in config.clusters for s in c.servers},
         clusters=frozenset(c.name for c in config.clusters),
         repos={normalise_url(url): name for name, url in repo_urls.items()},
+        report_only=frozenset(c.name for c in config.clusters if c.mode == "report"),
     )
     apps: list[App] = []
     errors: list[AppError] = []
@@ -231,6 +236,8 @@ def _app(
         raise _Invalid("spec.syncPolicy.syncOptions must be a list of strings")
     if not isinstance(ignore, list) or not all(isinstance(i, dict) for i in ignore):
         raise _Invalid("spec.ignoreDifferences must be a list of mappings")
+    if cluster not in ctx.report_only and (refused := syncpolicy.problems(sync_policy)):
+        raise _Invalid("; ".join(refused))
     return App(
         name=name,
         cluster=cluster,
@@ -241,6 +248,7 @@ def _app(
         sync_options=tuple(sync_options),
         sync_policy=sync_policy,
         ignore_differences=tuple(ignore),
+        prune_on_delete=deletes_resources(metadata.get("finalizers")),
     )
 
 
@@ -329,6 +337,7 @@ def _source(raw: Mapping[str, Any], ctx: _Context, key: str) -> Source:
         directory=_directory(raw["directory"], f"{key}.directory") if "directory" in raw else None,
         helm=helm,
         kustomize="kustomize" in raw,
+        key=key,
     )
 
 

@@ -14,22 +14,24 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler import daemon, logs, statedir, status
+from reconciler import daemon, logs, requests, statedir, status
 from reconciler.catalogue import build_catalogue
 from reconciler.config import Config, check_files, load_config
 from reconciler.connect import check_connect
-from reconciler.desired import build_desired, open_sources, tools_for
+from reconciler.desired import build_desired, open_sources, shared_lines, tools_for
 from reconciler.diff import drift_to_json, render_text
 from reconciler.diff.redact import redact
 from reconciler.documents import dump_yaml
 from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.model import AppError, Manifest, Result
+from reconciler.model import AppError, Manifest, SyncRequest
 from reconciler.report import Report
+from reconciler.requests import FINISHED, sync_output, violation_lines
 from reconciler.session import (
     Session,
     apps_by_cluster,
@@ -38,6 +40,8 @@ from reconciler.session import (
     policies_for,
     settled,
 )
+from reconciler.statedir import StateLocked
+from reconciler.store import RequestRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CONFIG = 78
@@ -107,10 +111,23 @@ def _parser() -> argparse.ArgumentParser:
         "sync",
         "reconcile apply-mode clusters once: apply, then prune",
         "Exit 0: converged; 1: some objects failed; 2: errors that stopped it. "
-        "A report-mode cluster is refused.",
+        "A report-mode cluster is refused. Beside the running daemon, `--app A` is "
+        "handed to the daemon, which syncs it and tells the result.",
         scoped=True,
     )
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sync.add_argument(
+        "--prune",
+        action="store_true",
+        help="with --app: prune too, confirming prunes the guard held back (as Argo CD's "
+        "manual sync, a manual sync prunes only when asked)",
+    )
+    sync.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="beside the daemon: how long to wait for its result (default: %(default)ss)",
+    )
 
     command(
         "run",
@@ -275,8 +292,8 @@ def _render(config: Config, args: argparse.Namespace) -> int:
 
     desired = build_desired(config, sources, tools_for(config), clusters)
     errors = [e for e in desired.errors if args.app in (None, e.app)]
-    for error in errors:
-        print(error, file=sys.stderr)
+    for line in [*map(str, errors), *shared_lines(desired.clusters.values(), args.app)]:
+        print(line, file=sys.stderr)
     selected = [
         (name, m)
         for name, cluster in desired.clusters.items()
@@ -325,6 +342,8 @@ def _compare(config: Config, args: argparse.Namespace, *, readonly: bool) -> int
         session.record_repos(desired)
         apps = apps_by_cluster(desired)
         failed = _print_errors(session, _unplaced(desired.errors), args.app)
+        for line in shared_lines(desired.clusters.values(), args.app):
+            print(line, file=sys.stderr)
         drifted = False
         rows: list[dict[str, Any]] = []
         colour = args.output == "text" and sys.stdout.isatty()
@@ -337,9 +356,8 @@ def _compare(config: Config, args: argparse.Namespace, *, readonly: bool) -> int
                     rows.append(drift_to_json(drift, cluster=name, app=app))
                 else:
                     sys.stdout.write(render_text(drift, cluster=name, app=app, colour=colour))
-            for violation in report.violations:
-                if violation.app in (None, args.app) or args.app is None:
-                    print(f"policy violation: {violation}", file=sys.stderr)
+            for line in violation_lines(report, args.app):
+                print(line, file=sys.stderr)
             for line in _argocd_comparison(report, args.app):
                 print(line, file=sys.stderr)
         if args.output == "json":
@@ -367,18 +385,34 @@ def _argocd_comparison(report: Report, only_app: str | None) -> list[str]:
     return lines
 
 
-@_writer("sync")
 def _sync(config: Config, args: argparse.Namespace) -> int:
+    """Sync by itself with the state free; beside the running daemon, which holds it,
+    `sync --app A` becomes a request the daemon carries out (reconciler.requests)."""
+    if args.prune and not args.app:
+        print("sync: --prune confirms the prunes of one app: give --app", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        with statedir.exclusive(config.state_dir):
+            return _sync_here(config, args)
+    except statedir.StateLocked as exc:
+        if args.app and not args.dry_run:
+            return _sync_by_daemon(config, args, exc)
+        print(
+            f"sync refused: {exc}. The running daemon reconciles by itself; "
+            "`reconciler sync --app A` asks it to sync one app now, "
+            "or use `reconciler diff` / `status`",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+
+
+def _sync_here(config: Config, args: argparse.Namespace) -> int:
     config, _ = settled(config)
     report_only = [
         c.name for c in config.clusters if args.cluster in (None, c.name) and c.mode == "report"
     ]
     if args.cluster and report_only:
-        print(
-            f"cluster {args.cluster} is report-only (Argo CD owns its sync): "
-            "the reconciler never writes to it; use `reconciler diff`",
-            file=sys.stderr,
-        )
+        print(requests.report_only(args.cluster), file=sys.stderr)
         return EXIT_INVALID
     targets = [name for name in _selected(config, args) if name not in report_only]
     session = open_session(config, targets)
@@ -387,36 +421,86 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         session.record_repos(desired)
         apps = apps_by_cluster(desired)
         stopped = _print_errors(session, _unplaced(desired.errors), args.app)
+        requested, departed = None, {}
+        if args.app:
+            departed = session.departed(desired.catalogue)
+            refusal = requests.refusal(
+                desired.catalogue, args.app, report_only, args.cluster, departed
+            )
+            if refusal:
+                print(refusal, file=sys.stderr)
+                return EXIT_INVALID
+            requested = {args.app: SyncRequest(prune=args.prune)}
         failed = False
         for name, engine in session.engines.items():
+            if args.app and requests.home_cluster(desired.catalogue, args.app, departed) != name:
+                continue  # the app's own cluster only: the lines a request to the daemon gets
             engine.pin_identity()
             report = engine.reconcile(
                 desired.clusters[name],
                 apps.get(name, []),
                 dry_run=args.dry_run,
                 only_app=args.app,
+                requested=requested,
             )
-            stopped |= _print_errors(session, report.errors, args.app)
-            for o in report.outcomes:
-                if o.result is not Result.UNCHANGED:
-                    reason = f" ({o.message})" if o.message else ""
-                    print(f"{name}/{o.app} {o.ref}: {o.result.value}{reason}")
-            counts = ", ".join(
-                f"{n} {r.value}"
-                for r, n in sorted(report.counts.items(), key=lambda item: item[0].value)
-            )
-            print(
-                f"{name}: {report.result} in {report.duration_s:.1f}s ({counts or 'nothing to do'})"
-            )
-            for app, notes in sorted(report.notes.items()):
-                for note in notes:
-                    print(f"{name}/{app}: {note}", file=sys.stderr)
-            failed |= bool(report.counts[Result.FAILED])
+            output = sync_output(report, args.app)
+            stopped |= _print_errors(session, (), args.app)
+            for line in output.err:
+                print(line, file=sys.stderr)
+            for line in output.out:
+                print(line)
+            stopped |= output.stopped
+            failed |= output.failed
         if stopped:
             return EXIT_INVALID
         return EXIT_FAILED if failed else EXIT_OK
     finally:
         session.close()
+
+
+def _sync_by_daemon(config: Config, args: argparse.Namespace, held: StateLocked) -> int:
+    """Hand `sync --app A` to the running daemon and print what it did, as a direct sync."""
+    try:
+        request = requests.submit(config.state_dir, args.app, args.prune, args.cluster)
+    except requests.SpoolError as exc:
+        print(f"sync --app {args.app}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(
+        f"sync of {args.app} requested from the running daemon "
+        f"(pid {held.pid or 'unknown'}); request {request.id}",
+        file=sys.stderr,
+    )
+    deadline = time.monotonic() + args.timeout
+    store = open_store(config, readonly=True)
+    try:
+        while (record := store.request(request.id)) is None or record.state not in FINISHED:
+            if time.monotonic() >= deadline:
+                return _sync_timed_out(config, args, request.id, record)
+            time.sleep(0.25)
+    finally:
+        store.close()
+    for line in record.output:
+        stream, _, text = line.partition(": ")
+        print(text, file=sys.stderr if stream == "err" else sys.stdout)
+    return record.exit_code if record.exit_code is not None else EXIT_INVALID
+
+
+def _sync_timed_out(
+    config: Config, args: argparse.Namespace, request_id: str, record: RequestRecord | None
+) -> int:
+    if requests.withdraw(config.state_dir, request_id):
+        print(
+            f"the daemon did not take the request within {args.timeout:.0f}s; withdrawn",
+            file=sys.stderr,
+        )
+    else:
+        state = record.state if record else "taken"
+        print(
+            f"request {request_id} is {state} but not finished after {args.timeout:.0f}s; "
+            "its result will show in `reconciler status`",
+            file=sys.stderr,
+        )
+    return EXIT_INVALID
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:

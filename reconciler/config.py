@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 from reconciler.errors import ConfigError
 from reconciler.model import Mode
+from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR
 from reconciler.urls import normalise_server, normalise_url
+from reconciler.waves import DEFAULT_HOOK_TIMEOUT_S, DEFAULT_WAVE_TIMEOUT_S
 
 DEFAULT_STATE_DIR = "/var/lib/reconciler"
 DEFAULT_REF = "refs/remotes/origin/main"
@@ -91,6 +93,11 @@ class DaemonConfig:
     debounce_s: float = 1.0
     retention_days: float = 14.0
     max_prune_share: float = 0.5
+    # A prune of at most this many objects is never held by the share guard.
+    prune_floor: int = DEFAULT_PRUNE_FLOOR
+    # How long an app's sync waits for a wave to become healthy, and for a hook to complete.
+    wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S
+    hook_timeout_s: float = DEFAULT_HOOK_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -321,6 +328,7 @@ def _file(path: Path) -> bool:
 # Bounds that keep a value meaningful and within what the scheduler and clocks handle.
 _MAX_SECONDS = 366 * 24 * 3600.0
 _MAX_DAYS = 100 * 366.0
+_MAX_OBJECTS = 1_000_000
 
 
 def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
@@ -335,6 +343,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         return value or default
 
     share = r.get(t, "daemon", "max_prune_share", _share, "a number from 0 to 1")
+    floor = r.get(t, "daemon", "prune_floor", _floor, "a whole number of objects, 0 or more")
     retention = r.get(t, "daemon", "retention_days", _days, "a number of days > 0, at most 36600")
     return DaemonConfig(
         policies=r.path(policies) if policies else None,
@@ -344,6 +353,9 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         debounce_s=seconds("debounce_s", d.debounce_s),
         retention_days=retention or d.retention_days,
         max_prune_share=d.max_prune_share if share is None else share,
+        prune_floor=d.prune_floor if floor is None else floor,
+        wave_timeout_s=seconds("wave_timeout_s", d.wave_timeout_s),
+        hook_timeout_s=seconds("hook_timeout_s", d.hook_timeout_s),
     )
 
 
@@ -391,6 +403,11 @@ def _is_ipv4(host: str) -> bool:
 def _share(value: Any) -> float | None:
     ok = _number(value) and 0 <= value <= 1
     return float(value) if ok else None
+
+
+def _floor(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_OBJECTS
+    return value if ok else None
 
 
 def _seconds(value: Any) -> float | None:

@@ -22,6 +22,7 @@ import importlib.metadata
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from types import FrameType
 import watchfiles
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import logs, systemd
+from reconciler import logs, requests, systemd
 from reconciler.catalogue import Catalogue
 from reconciler.cluster import ClusterError, NotSynced, Unreachable
 from reconciler.config import Config
@@ -40,11 +41,11 @@ from reconciler.diff.redact import redact_text
 from reconciler.engine import ClusterEngine
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics, MetricsServer
-from reconciler.model import App, GroupKind, Mode, ObjectRef, Result
-from reconciler.report import Report
+from reconciler.model import App, GroupKind, Mode, ObjectRef, Result, SyncRequest
+from reconciler.report import Finding, Report
 from reconciler.session import Session, apps_by_cluster, open_session
 from reconciler.shipping import ShippingConfig
-from reconciler.store import Store, now
+from reconciler.store import RequestRecord, Store, now
 from reconciler.supervise import Health, Supervisor, formatted, short
 
 HEARTBEAT_S = 5.0
@@ -107,6 +108,9 @@ class ClusterRecord:
         self._metrics.set_reachable(self.cluster, reachable)
         self._metrics.count_errors(self.cluster, "cluster")
 
+    def request(self, record: RequestRecord) -> None:
+        self._store.record_request(record)
+
     def reconciled(self, report: Report, drift_by_app: Mapping[str, int], flapping: int) -> None:
         reachable = report.unreachable is None
         self._store.record_cluster(self.cluster, self.mode, reachable, report.unreachable)
@@ -117,6 +121,10 @@ class ClusterRecord:
         if report.errors:
             self._metrics.count_errors(self.cluster, "object", len(report.errors))
         self._metrics.set_flapping(self.cluster, flapping)
+        self._metrics.set_violations(self.cluster, Counter(v.policy for v in report.violations))
+        self._metrics.set_findings(
+            self.cluster, Counter(f.kind for f in self._store.findings(self.cluster))
+        )
 
 
 class Worker:
@@ -149,6 +157,11 @@ class Worker:
         self.managed: frozenset[ObjectRef] = frozenset()
         self.flapping = _Flapping()
         self._applied: dict[ObjectRef, str] = {}
+        # Sync requests (reconciler.requests) the next reconcile carries out, and why
+        # the last one failed, for their answer.
+        self._requests: list[requests.Request] = []
+        self._failure = ""
+        self._findings: frozenset[Finding] = frozenset()
         self.reconciles = 0
         # Kinds that could not be listed in the last reconcile: their work waits for them.
         self._waiting: frozenset[GroupKind] = frozenset()
@@ -167,6 +180,12 @@ class Worker:
         with self._lock:
             self._reasons.add(reason)
         self._wake.set()
+
+    def request(self, request: requests.Request) -> None:
+        """A person asked to sync one of this cluster's apps now."""
+        with self._lock:
+            self._requests.append(request)
+        self.trigger(f"sync request {request.app}")
 
     def on_change(self, ref: ObjectRef, event: str) -> None:
         # Watch events on objects the reconciler does not manage are none of its business.
@@ -197,22 +216,79 @@ class Worker:
                 self.reconcile(reasons)
 
     def reconcile(self, reasons: set[str]) -> Report | None:
+        """Reconcile the cluster; the sync requests taken with it get their answer
+        whatever happens, so a person waiting for one is never left hanging."""
+        with self._lock:
+            asked, self._requests = self._requests, []
+        for request in asked:
+            self._record.request(request.record("running", self.engine.name))
+        report: Report | None = None
+        self._failure = "the reconcile stopped on an internal error: see the daemon's log"
+        try:
+            report = self._reconcile(reasons, asked)
+        finally:
+            self._answer(asked, report)
+        return report
+
+    def _answer(self, asked: list[requests.Request], report: Report | None) -> None:
+        for request in asked:
+            if report is None:
+                why = f"cluster {self.engine.name}: {self._failure}"
+                record = request.record(
+                    "failed",
+                    self.engine.name,
+                    exit_code=requests.EXIT_STOPPED,
+                    summary=why,
+                    output=(f"err: {why}",),
+                )
+            else:
+                output = requests.sync_output(report, request.app)
+                outcomes = tuple(
+                    {"object": str(o.ref), "result": o.result.value, "message": o.message}
+                    for o in report.outcomes
+                    if o.app == request.app
+                )
+                record = request.record(
+                    "done",
+                    self.engine.name,
+                    exit_code=output.exit_code,
+                    summary=output.out[-1],
+                    output=output.lines,
+                    outcomes=outcomes,
+                )
+            self._record.request(record)
+            self.log.info(
+                "sync.request.done",
+                app=request.app,
+                request=request.id,
+                user=request.user,
+                state=record.state,
+                exit_code=record.exit_code,
+            )
+
+    def _reconcile(self, reasons: set[str], asked: list[requests.Request]) -> Report | None:
         desired = self._desired()
         if desired is None or self.engine.name not in desired.clusters:
+            self._failure = "no desired state for this cluster: see `reconciler status`"
             return None
         apps = apps_by_cluster(desired).get(self.engine.name, [])
         log = self.log.bind(reasons=sorted(reasons)[:5])
         try:
             self.engine.pin_identity()
             report = self.engine.reconcile(
-                desired.clusters[self.engine.name], apps, held=self.flapping.held(time.monotonic())
+                desired.clusters[self.engine.name],
+                apps,
+                held=self.flapping.held(time.monotonic()),
+                requested=_requested(asked),
             )
         except ClusterError as exc:
             reachable = not isinstance(exc, Unreachable)
+            self._failure = str(exc)
             self._record.failed(str(exc), reachable)
             log.error("reconcile.failed", error=str(exc))
             return None
         except ReconcilerError as exc:
+            self._failure = str(exc)
             self._record.failed(str(exc), True)
             log.error("reconcile.failed", error=str(exc))
             return None
@@ -233,10 +309,23 @@ class Worker:
         manifests = desired.clusters[self.engine.name].manifests
         self.managed = frozenset(m.ref for m in manifests) | self._record.inventory()
         self._track_reverts(report, {m.ref: digest(m.obj) for m in manifests})
+        self._log_findings(report.findings)
         drift_by_app = {app.name: 0 for app in apps}
         for app, _ in report.drifts:
             drift_by_app[app] = drift_by_app.get(app, 0) + 1
         self._record.reconciled(report, drift_by_app, len(self.flapping.held(time.monotonic())))
+
+    def _log_findings(self, findings: Collection[Finding]) -> None:
+        """One warning per finding when it appears, not one per resync while it stays."""
+        for finding in set(findings) - self._findings:
+            self.log.warning(
+                "app.finding",
+                app=finding.app,
+                kind=finding.kind.value,
+                object=str(finding.ref) if finding.ref else None,
+                message=finding.message,
+            )
+        self._findings = frozenset(findings)
 
     def _track_reverts(self, report: Report, digests: Mapping[ObjectRef, str]) -> None:
         """An object configured again with the same desired state was changed by
@@ -306,6 +395,8 @@ class Daemon:
             engine.cache.supervise(self.health)
         self._repo_errors: Mapping[str, str] = {}
         self._render_lock = threading.Lock()
+        # Sync requests handed to a worker and not yet answered.
+        self._taken: set[str] = set()
         self.workers.update(
             {name: self._worker(engine) for name, engine in self.session.engines.items()}
         )
@@ -383,6 +474,8 @@ class Daemon:
             worker.start()
         self._schedule()
         self.supervisor.thread("git-watch", self._watch_repos)
+        spool = requests.prepare(self.config.state_dir)
+        self.supervisor.thread("requests", functools.partial(self._serve_requests, spool))
         interval = systemd.watchdog_interval() or HEARTBEAT_S
         self._check_health()
         while not self.stopping.wait(min(interval, HEARTBEAT_S)):
@@ -503,6 +596,65 @@ class Daemon:
                 self._commit_moved(fetch=False, part="git-watch")
             self.health.idle("git-watch")
 
+    def _serve_requests(self, spool: Path) -> None:
+        """Take each sync request dropped in the spool to its app's cluster worker
+        (reconciler.requests); a request's file goes once its answer is on record."""
+        self.health.idle("requests")
+        while not self.stopping.wait(requests.POLL_S):
+            for path, request in requests.pending(spool):
+                self._take_request(path, request)
+            self.health.idle("requests")
+
+    def _take_request(self, path: Path, request: requests.Request | str) -> None:
+        if isinstance(request, str):
+            self.log.warning("sync.request.invalid", file=path.name, error=request)
+            path.unlink(missing_ok=True)
+            return
+        known = self.store.request(request.id)
+        if known is not None and known.state in requests.FINISHED:
+            path.unlink(missing_ok=True)
+            self._taken.discard(request.id)
+            return
+        if request.id in self._taken:
+            return
+        log = self.log.bind(app=request.app, request=request.id, user=request.user)
+        log.info("sync.requested", prune=request.prune)
+        worker, refusal = self._route(request)
+        if worker is None:
+            log.warning("sync.request.refused", reason=refusal)
+            self.store.record_request(
+                request.record(
+                    "refused",
+                    exit_code=requests.EXIT_STOPPED,
+                    summary=refusal,
+                    output=(f"err: {refusal}",),
+                )
+            )
+            path.unlink(missing_ok=True)
+            return
+        self._taken.add(request.id)
+        self.store.record_request(request.record("queued", worker.engine.name))
+        worker.request(request)
+
+    def _route(self, request: requests.Request) -> tuple[Worker | None, str]:
+        """The worker of the requested app's cluster, or why the request is refused."""
+        app = request.app
+        desired = self.desired
+        if desired is None:
+            return None, "the daemon has no desired state yet: see `reconciler status`"
+        report_only = {c.name for c in self.session.config.clusters if c.mode == "report"}
+        departed = self.session.departed(desired.catalogue)
+        refusal = requests.refusal(desired.catalogue, app, report_only, request.cluster, departed)
+        if refusal is not None:
+            return None, refusal
+        cluster = requests.home_cluster(desired.catalogue, app, departed)
+        assert cluster is not None, "an app that is not refused has a cluster"
+        worker = self.workers.get(cluster)
+        if worker is None or worker.engine.report_only:
+            why = self.session.broken.get(cluster, "not set up")
+            return None, f"cluster {cluster} is not usable: {why}"
+        return worker, ""
+
     def _serve_metrics(self) -> None:
         address = self.config.daemon.metrics_address
         if not address:
@@ -533,10 +685,24 @@ class Daemon:
         return 0
 
 
+def _requested(asked: list[requests.Request]) -> dict[str, SyncRequest]:
+    """The apps asked for, each pruning if any of its requests asked to."""
+    requested: dict[str, SyncRequest] = {}
+    for request in asked:
+        prune = request.prune or requested.get(request.app, SyncRequest()).prune
+        requested[request.app] = SyncRequest(prune=prune)
+    return requested
+
+
 def _same_render(new: Desired, old: Desired) -> bool:
-    """The same commits read and the same errors: `new` renders nothing `old` did not."""
+    """The same commits read (tracked, and pinned by targetRevision) and the same
+    errors: `new` renders nothing `old` did not."""
     errors = sorted(str(e) for e in new.errors)
-    return (new.commits, errors) == (old.commits, sorted(str(e) for e in old.errors))
+    return (new.commits, new.revisions, errors) == (
+        old.commits,
+        old.revisions,
+        sorted(str(e) for e in old.errors),
+    )
 
 
 def _git_ref_filter(_change: watchfiles.Change, path: str) -> bool:

@@ -3,14 +3,16 @@
 This is where per-app failures are collected (a bad app never stops the
 others) and where the cluster-wide rules are applied that no single app can
 check alone: namespace defaulting (which needs CRD scopes from the whole
-cluster) and one object rendered twice in one cluster.
+cluster) and one object rendered by two apps in one cluster (shared, like
+Argo CD's SharedResourceWarning: that object is applied by neither, the rest
+of both apps is).
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +23,9 @@ from reconciler.config import Config
 from reconciler.errors import ReconcilerError, internal_error
 from reconciler.model import App, AppError, Manifest, ObjectRef, api_group
 from reconciler.render import Rendered, Tools, render_app
+from reconciler.render.revisions import source_trees
 from reconciler.sources.git import GitSource
-from reconciler.tree import Tree
+from reconciler.tree import Revisions, Tree
 
 # Kinds served cluster-wide by a plain API server; other kinds are cluster-scoped
 # only if a CRD in the rendered set (or in WELL_KNOWN_CLUSTER_SCOPED) says so.
@@ -82,6 +85,13 @@ class ClusterDesired:
     apps: tuple[str, ...]
     failed: tuple[str, ...]
     errors: tuple[AppError, ...] = ()  # why the apps in `failed` failed
+    # The whole catalogue and the repos read (name -> commit): an app missing from this
+    # cluster's apps counts as removed from git only if these show it (pruneguard.departure).
+    catalogue: Catalogue = field(default_factory=lambda: Catalogue((), ()))
+    commits: Mapping[str, str] = field(default_factory=dict)
+    # Objects several apps render: app -> where it renders it (`repo:path`). They are
+    # not in `manifests`: no app applies them, and none prunes them.
+    contested: Mapping[ObjectRef, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,22 +105,27 @@ class Desired:
     catalogue: Catalogue
     commits: Mapping[str, str] = field(default_factory=dict)  # repo name -> commit read
     unreadable: Mapping[str, str] = field(default_factory=dict)  # repo name -> why not
+    # Sources pinned by targetRevision: `repo@revision` -> the commit it resolved to.
+    revisions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RepoTrees:
-    """The readable repositories at their tracked commits, plus what went wrong."""
+    """The readable repositories at their tracked commits (and at the revisions their
+    sources pin), plus what went wrong."""
 
     trees: Mapping[str, Tree]
     urls: Mapping[str, str]  # repo name -> URL Applications use for it
     problems: Mapping[str, str]  # repo name -> why it cannot be read
     notes: tuple[str, ...]
+    revisions: Mapping[str, Revisions] = field(default_factory=dict)
 
 
 def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
     """Resolve every repo's tracked ref (fetching first if asked); a repo that cannot
     be read is a problem for the apps that need it, not for the others."""
     trees: dict[str, Tree] = {}
+    revisions: dict[str, Revisions] = {}
     urls: dict[str, str] = {}
     problems: dict[str, str] = {}
     notes: list[str] = []
@@ -123,12 +138,14 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
             if fetch:
                 # A failed fetch is only a note: the last fetched commit still renders.
                 notes.append(source.fetch().message)
-            trees[repo.name] = source.snapshot()
+            tracked = source.snapshot()
+            revisions[repo.name] = source.revisions(tracked)
+            trees[repo.name] = tracked
         except ReconcilerError as exc:
             if repo.url:
                 urls[repo.name] = repo.url
             problems[repo.name] = str(exc)
-    return RepoTrees(trees, urls, problems, tuple(notes))
+    return RepoTrees(trees, urls, problems, tuple(notes), revisions)
 
 
 def tools_for(config: Config) -> Tools:
@@ -147,9 +164,12 @@ def build_desired(
     wanted = [a for a in catalogue.apps if clusters is None or a.cluster in clusters]
     errors = [e for e in catalogue.errors if clusters is None or e.cluster in (None, *clusters)]
 
-    def attempt(app: App) -> list[Rendered] | AppError:
+    refs = {repo.name: repo.ref for repo in config.repos}
+
+    def attempt(app: App) -> tuple[list[Rendered], Mapping[str, str]] | AppError:
         try:
-            return render_app(app, sources.trees, tools)
+            pinned = source_trees(app, sources.trees, sources.revisions, refs)
+            return render_app(app, pinned.trees, tools), pinned.pinned
         except ReconcilerError as exc:
             return AppError(app.name, str(exc), app.cluster)
         except OSError as exc:  # the state_dir caches (checkouts, charts) could not be written
@@ -165,29 +185,41 @@ def build_desired(
 
     by_cluster: dict[str, list[tuple[App, list[Rendered]]]] = defaultdict(list)
     failed: dict[str, list[str]] = defaultdict(list)
+    revisions: dict[str, str] = {}
     for app, result in zip(wanted, results, strict=True):
         if isinstance(result, AppError):
             errors.append(result)
             failed[app.cluster].append(app.name)
         else:
-            by_cluster[app.cluster].append((app, result))
+            by_cluster[app.cluster].append((app, result[0]))
+            revisions.update(result[1])
 
+    commits = {name: tree.commit for name, tree in sources.trees.items()}
     out: dict[str, ClusterDesired] = {}
     for cluster in config.clusters:
         if clusters is not None and cluster.name not in clusters:
             continue
-        manifests, duplicate_errors = assemble_cluster(cluster.name, by_cluster[cluster.name])
-        errors.extend(duplicate_errors)
-        bad = {e.app for e in duplicate_errors}
+        assembled = assemble_cluster(cluster.name, by_cluster[cluster.name])
+        errors.extend(assembled.errors)
+        bad = {e.app for e in assembled.errors}
         out[cluster.name] = ClusterDesired(
             cluster=cluster.name,
-            manifests=tuple(manifests),
+            manifests=tuple(assembled.manifests),
             apps=tuple(a.name for a, _ in by_cluster[cluster.name] if a.name not in bad),
             failed=tuple(failed[cluster.name] + sorted(bad)),
             errors=tuple(e for e in errors if e.cluster == cluster.name),
+            contested=assembled.contested,
+            catalogue=catalogue,
+            commits=commits,
         )
-    commits = {name: tree.commit for name, tree in sources.trees.items()}
-    return Desired(out, tuple(errors), catalogue, commits, dict(sources.problems))
+    return Desired(
+        out,
+        tuple(errors),
+        catalogue,
+        commits,
+        dict(sources.problems),
+        dict(sorted(revisions.items())),
+    )
 
 
 def cluster_scoped_kinds(objects: list[Rendered]) -> frozenset[tuple[str, str]]:
@@ -209,11 +241,23 @@ def cluster_scoped_kinds(objects: list[Rendered]) -> frozenset[tuple[str, str]]:
     return frozenset(scoped)
 
 
-def assemble_cluster(
-    cluster: str, rendered: list[tuple[App, list[Rendered]]]
-) -> tuple[list[Manifest], list[AppError]]:
-    """Key every object (defaulting namespaces) and refuse objects rendered twice:
-    every app involved in a duplicate fails, since neither copy can be trusted."""
+@dataclass(frozen=True)
+class Assembled:
+    """One cluster's keyed objects; apps that rendered one object twice (`errors`);
+    objects several apps render (`contested`: app -> `repo:path`), kept out of
+    `manifests`."""
+
+    manifests: list[Manifest]
+    errors: list[AppError]
+    contested: Mapping[ObjectRef, Mapping[str, str]]
+
+
+def assemble_cluster(cluster: str, rendered: list[tuple[App, list[Rendered]]]) -> Assembled:
+    """Key every object (defaulting namespaces) and set aside objects rendered twice.
+
+    An object several apps render is contested: none of them applies it (each copy
+    is one app's word against another's), and their other objects are unaffected.
+    An app that renders one object twice itself fails, since its copies disagree."""
     scoped = cluster_scoped_kinds([r for _, objs in rendered for r in objs])
     keyed: list[tuple[App, Manifest]] = []
     owners: dict[ObjectRef, list[tuple[App, Manifest]]] = defaultdict(list)
@@ -225,18 +269,34 @@ def assemble_cluster(
 
     errors: list[AppError] = []
     bad: set[str] = set()
+    contested: dict[ObjectRef, dict[str, str]] = {}
     for ref, entries in owners.items():
         if len(entries) < 2:
             continue
-        where = " and ".join(f"app {a.name} ({m.origin.repo}:{m.origin.path})" for a, m in entries)
-        for name in dict.fromkeys(a.name for a, _ in entries):
-            if name in bad:
-                continue
+        where = {a.name: f"{m.origin.repo}:{m.origin.path}" for a, m in entries}
+        if len(where) > 1:
+            contested[ref] = where
+            continue
+        name = entries[0][0].name
+        if name not in bad:
             bad.add(name)
-            errors.append(
-                AppError(name, f"{ref} is rendered twice in cluster {cluster}: {where}", cluster)
-            )
-    return [m for a, m in keyed if a.name not in bad], errors
+            paths = " and ".join(f"{m.origin.repo}:{m.origin.path}" for _, m in entries)
+            message = f"{ref} is rendered twice in cluster {cluster}: {paths}"
+            errors.append(AppError(name, message, cluster))
+    manifests = [m for a, m in keyed if a.name not in bad and m.ref not in contested]
+    return Assembled(manifests, errors, contested)
+
+
+def shared_lines(clusters: Iterable[ClusterDesired], app: str | None = None) -> list[str]:
+    """One line per contested object (of `app`, or all), for `render` and `diff`."""
+    return [
+        f"cluster {desired.cluster}: {ref} is rendered by "
+        + " and ".join(f"app {name} ({where})" for name, where in by.items())
+        + ": shared, applied by none of them"
+        for desired in clusters
+        for ref, by in sorted(desired.contested.items())
+        if app is None or app in by
+    ]
 
 
 def _keyed(r: Rendered, app: App, scoped: frozenset[tuple[str, str]]) -> Manifest:

@@ -18,19 +18,28 @@ from typing import Any
 
 from reconciler.cluster import ClusterClient, LiveCache, NotSynced, Unreachable
 from reconciler.diff import diff_object, parse_ignore_rules
-from reconciler.diff.fingerprint import canonical, project
+from reconciler.diff.fieldsets import FieldSet, owned_part
+from reconciler.diff.fingerprint import canonical, digest, project
 from reconciler.diff.ignore import IgnoreRule
+from reconciler.diff.normalize import plain
+from reconciler.diff.removed import argocd_applied
 from reconciler.errors import ReconcilerError
 from reconciler.execute import retrying
-from reconciler.model import App, Drift, GroupKind, Manifest, ObjectRef, Violation, object_ref
+from reconciler.model import (
+    TRACKING_LABEL,
+    App,
+    Drift,
+    GroupKind,
+    Manifest,
+    ObjectRef,
+    Violation,
+    object_ref,
+)
 from reconciler.pairs import Pair, Pairs
 from reconciler.policy import Policies
 from reconciler.record import Recorder
-from reconciler.report import ArgoStatus, ObjectError, Report
+from reconciler.report import ArgoStatus, Finding, FindingKind, ObjectError, Report
 
-# Marks what the reconciler applied, so its inventory can be read back from the
-# cluster itself (as Flux's and ApplySet's labels allow) and not only from the store.
-TRACKING_LABEL = "reconciler.kernow.io/app"
 # The label is part of every apply but never drift by itself: an object that matches
 # git in everything else is adopted as it is, without a write (invariant 3).
 TRACKING_RULE = parse_ignore_rules(
@@ -38,6 +47,8 @@ TRACKING_RULE = parse_ignore_rules(
     "the tracking label",
 )
 ARGOCD_APPLICATION = GroupKind("argoproj.io", "Application")
+# The policy a desired object breaks when the policies could not be evaluated on it.
+UNCHECKED = "policies-unchecked"
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,8 @@ class Differ:
         self.contain = contain
         self.memo: dict[ObjectRef, tuple[str, Drift | None]] = {}
         self.policy_memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
+        # Argo CD's applied fields of each report-mode object, per live version and app.
+        self.applied_memo: dict[ObjectRef, tuple[str, str, FieldSet | None, str]] = {}
 
     def compare(
         self,
@@ -166,6 +179,7 @@ class Differ:
             errors=tuple(errors),
             argocd=self._argocd_status() if self.report_only else {},
             duration_s=time.monotonic() - started,
+            findings=violation_findings(violations),
         )
         return report, rules
 
@@ -194,12 +208,19 @@ class Differ:
         if live is None:
             return diff_object(m.ref, m.obj, None, ignore=rules)
         verdict = self.verdict(m, live, app_rules, prepared)
+        applied = None
+        if self.report_only:
+            # A field git removed is read from the whole live object, not the projection
+            # the verdict is made of: Argo CD removing it must end its drift.
+            applied, values = self._applied(pair.app, m.ref, live)
+            verdict += values
         remembered = self.memo.get(m.ref)
         if remembered is not None and remembered[0] == verdict:
             return remembered[1]
         if self.report_only:
             # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
-            found = diff_object(m.ref, m.obj, live, ignore=rules)
+            # What git removed shows through the fields Argo CD applied.
+            found = diff_object(m.ref, m.obj, live, ignore=rules, applied=applied)
         elif verdicts.get(m.ref) == verdict:
             found = None
         else:
@@ -210,6 +231,20 @@ class Differ:
                 in_sync.append((m.ref, verdict))
         self.memo[m.ref] = (verdict, found)
         return found
+
+    def _applied(
+        self, app: str, ref: ObjectRef, live: Mapping[str, Any]
+    ) -> tuple[FieldSet | None, str]:
+        """The fields Argo CD applied to `live` and a digest of their live values, made
+        once per live version (reading them costs more than the rest of a verdict)."""
+        version = str((live.get("metadata") or {}).get("resourceVersion"))
+        hit = self.applied_memo.get(ref)
+        if hit is not None and hit[:2] == (version, app):
+            return hit[2], hit[3]
+        applied = argocd_applied(live, app)
+        values = "" if applied is None else digest(owned_part(plain(live), applied))
+        self.applied_memo[ref] = (version, app, applied, values)
+        return applied, values
 
     def verdict(
         self, m: Manifest, live: Mapping[str, Any], rules: AppRules, prepared: Prepared
@@ -226,7 +261,8 @@ class Differ:
     ) -> list[Violation]:
         """Policy violations of desired and live objects; an object evaluated before in
         the same state (desired digest, live resourceVersion) is not evaluated again.
-        An object whose evaluation fails is an error of that object (in `errors`)."""
+        An object whose evaluation fails is an error of that object (in `errors`); a
+        desired one is also a violation, so it is not applied unchecked (fail closed)."""
         memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
         found: list[Violation] = []
         checks: list[tuple[tuple[str, ObjectRef, str], str, Callable[[], list[Violation]]]] = []
@@ -245,7 +281,11 @@ class Differ:
             try:
                 memo[key] = hit if hit is not None else evaluate()
             except Exception as exc:
-                errors.append(ObjectError(app, key[1], self.contain(key[1], exc)))
+                message = self.contain(key[1], exc)
+                errors.append(ObjectError(app, key[1], message))
+                if key[0] == "desired":
+                    why = f"could not be evaluated ({message})"
+                    found.append(Violation(UNCHECKED, self.name, key[1], app, why, "desired"))
                 continue
             found += memo[key]
         self.policy_memo = memo
@@ -273,6 +313,16 @@ class Differ:
                 (st.get("sync") or {}).get("status"), (st.get("health") or {}).get("status")
             )
         return status
+
+
+def violation_findings(violations: Sequence[Violation]) -> tuple[Finding, ...]:
+    """A finding of its app for each desired object that breaks a policy. A live object's
+    violation (no app known) stays in the report's violations: nothing acts on it."""
+    return tuple(
+        Finding(v.app, FindingKind.VIOLATION, v.ref, f"{v.policy}: {v.message}")
+        for v in violations
+        if v.source == "desired" and v.app is not None
+    )
 
 
 def _tracked(m: Manifest) -> Manifest:

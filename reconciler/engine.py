@@ -23,14 +23,34 @@ from reconciler.desired import ClusterDesired
 from reconciler.drift import ARGOCD_APPLICATION, AppRules, Differ, Prepared, Rules, prepare
 from reconciler.execute import Executor, defined_kind
 from reconciler.health import object_health, worst
-from reconciler.model import CRD, NAMESPACE, App, GroupKind, InventoryItem, Mode, ObjectRef, Result
+from reconciler.model import (
+    CRD,
+    NAMESPACE,
+    App,
+    GroupKind,
+    InventoryItem,
+    Mode,
+    ObjectRef,
+    Result,
+    SyncRequest,
+)
 from reconciler.pairs import Pair, Pairs, join
-from reconciler.plan import DEFAULT_MAX_PRUNE_SHARE, Action, ActionKind, plan
+from reconciler.plan import (
+    DEFAULT_MAX_PRUNE_SHARE,
+    Action,
+    ActionKind,
+    Plan,
+    plan,
+    refuse_violations,
+)
 from reconciler.policy import Policies
+from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR, Departure, departure
 from reconciler.record import Recorder, api_version
 from reconciler.report import ObjectError, Report
 from reconciler.store import Store, now
 from reconciler.supervise import short
+from reconciler.syncpolicy import desired_digest, gate, synced_apps, with_options
+from reconciler.waves import Bounds
 
 SYNC_TIMEOUT_S = 60.0
 _WROTE = (Result.CREATED, Result.CONFIGURED)
@@ -58,8 +78,12 @@ class ClusterEngine:
         *,
         on_change: Callable[[ObjectRef, str], None] | None = None,
         max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
+        prune_floor: int = DEFAULT_PRUNE_FLOOR,
+        bounds: Bounds | None = None,
     ) -> None:
         self.config = config
+        self.prune_floor = prune_floor
+        self.bounds = bounds or Bounds()
         self.max_prune_share = max_prune_share
         self.name = config.name
         self.recorder = Recorder(store, config.name)
@@ -124,10 +148,12 @@ class ClusterEngine:
         dry_run: bool = False,
         only_app: str | None = None,
         held: Mapping[ObjectRef, str] | None = None,
+        requested: Mapping[str, SyncRequest] | None = None,
     ) -> Report:
         """Diff, plan and (on an apply-mode cluster, unless `dry_run`) apply and prune,
         for the whole cluster or `only_app`; the outcome is recorded in the store.
-        Objects in `held` (ref -> why) are not written this time (a flapping object)."""
+        Objects in `held` (ref -> why) are not written this time (a flapping object).
+        Apps in `requested` are synced because a person asked (reconciler.model.SyncRequest)."""
         started_at, started = now(), time.monotonic()
         scope = self._gather(desired, apps, only_app)
         pairs = self._pair(scope)
@@ -141,13 +167,23 @@ class ClusterEngine:
             protected=lambda obj: self.policies.prune_protected(self.name, obj),
             render_failed=desired.failed,
             max_prune_share=self.max_prune_share,
+            prune_floor=self.prune_floor,
+            requested=requested,
+            departed=self._departed(desired, scope),
             unserved=self._unserved(scope.prepared),
             unlisted=unlisted,
+            contested=desired.contested,
         )
+        the_plan, digests, policy_held = self._sync_policy(the_plan, scope, pairs, requested or {})
+        the_plan = refuse_violations(the_plan, found.violations)
         executor = self._executor(rules, scope.prepared)
         executed = executor.run(the_plan, scope.prepared.broken, held or {}, dry_run=dry_run)
         if not (self.report_only or dry_run):
             self.recorder.replace_inventory(pairs, executed.steps, scope.only)
+            self.recorder.remember_apps(scope.apps, scope.only)
+            failed = {*desired.failed, *(e.app for e in found.errors)}
+            done = synced_apps(executed.steps, scope.apps, held=policy_held, failed=failed)
+            self.recorder.synced({app: digests[app] for app in done})
         outcomes = executed.outcomes
         fixed = {o.ref for o in outcomes if o.result in (*_WROTE, Result.PRUNED)}
         report = Report(
@@ -162,11 +198,43 @@ class ClusterEngine:
             duration_s=time.monotonic() - started,
             unreachable=executed.unreachable,
             unlisted=unlisted,
+            findings=found.findings + the_plan.findings + executed.findings,
         )
         if not dry_run:
             healths = self._healths(pairs, {o.ref for o in outcomes if o.result in _WROTE})
             self.recorder.reconciled(report, scope.apps, healths, started_at, scope.only)
         return report
+
+    def _sync_policy(
+        self, the_plan: Plan, scope: Scope, pairs: Pairs, requested: Mapping[str, SyncRequest]
+    ) -> tuple[Plan, dict[str, str], frozenset[str]]:
+        """The plan as the apps' syncPolicy and sync options let it run
+        (reconciler.syncpolicy), each app's desired digest, and the apps held back."""
+        texts: dict[str, list[str]] = defaultdict(list)
+        for m in scope.prepared.manifests:
+            texts[m.origin.app].append(scope.prepared.text(m))
+        digests = {app.name: desired_digest(app, texts[app.name]) for app in scope.apps}
+        synced = self.recorder.synced_digests()
+        changed = {app for app, digest in digests.items() if synced.get(app) != digest}
+        gated, held = gate(the_plan, scope.apps, changed=changed, requested=requested)
+        live = {ref: pair.live for ref, pair in pairs.items()}
+        unserved = self._unserved(scope.prepared)
+        return with_options(gated, scope.apps, live=live, unserved=unserved), digests, held
+
+    def _departed(self, desired: ClusterDesired, scope: Scope) -> dict[str, Departure]:
+        """What became of each app that has objects here but left the cluster's apps."""
+        present = {app.name for app in scope.apps}
+        traces = self.recorder.app_traces()
+        return {
+            app: departure(
+                app,
+                traces.get(app),
+                catalogued=desired.catalogue.apps,
+                errors=desired.catalogue.errors,
+                commits=desired.commits,
+            )
+            for app in sorted({item.app for item in scope.inventory} - present)
+        }
 
     # -- gather --------------------------------------------------------------------
 
@@ -267,6 +335,7 @@ class ClusterEngine:
             contain=self._contain,
             progress=self.progress,
             log=self.log,
+            bounds=self.bounds,
         )
 
     def _healths(self, pairs: Pairs, just_written: Collection[ObjectRef]) -> dict[str, str | None]:

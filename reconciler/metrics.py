@@ -33,6 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from reconciler.model import Mode, Result
+from reconciler.report import FindingKind
 
 # What went wrong, coarsely enough to alert on and to keep the label bounded:
 # source = a repository could not be read or fetched; render = an app could not be
@@ -113,6 +114,21 @@ class Metrics:
             ["cluster"],
             registry=registry,
         )
+        self._findings = Gauge(
+            "reconciler_findings",
+            "Things that wait for a person, by kind (out-of-sync, prune-blocked, orphaned, "
+            "shared, violation, hook, wave): see `reconciler status`.",
+            ["cluster", "kind"],
+            registry=registry,
+        )
+        # Policy names are few and the operator's own (policies/), so they may be labels.
+        self._violations = Gauge(
+            "reconciler_policy_violations",
+            "Objects breaking a policy, desired (not applied) and live, by policy.",
+            ["cluster", "policy"],
+            registry=registry,
+        )
+        self._violated: dict[str, frozenset[str]] = {}
         self._scraped = _ScrapeTimeCollector()
         registry.register(self._scraped)
 
@@ -151,6 +167,19 @@ class Metrics:
         two words of its name (`watch agentic ConfigMap` -> `watch agentic`), so kinds,
         which are open-ended, never become series."""
         self._internal.labels(" ".join(component.split()[:2])).inc()
+
+    def set_findings(self, cluster: str, by_kind: Mapping[str, int]) -> None:
+        """The cluster's current findings per kind; every kind is exported, zeros
+        included, so an alert sees 0 rather than an absent series."""
+        for kind in FindingKind:
+            self._findings.labels(cluster, kind.value).set(by_kind.get(kind.value, 0))
+
+    def set_violations(self, cluster: str, by_policy: Mapping[str, int]) -> None:
+        """The cluster's current violations per policy; a policy no longer broken
+        goes to 0 rather than vanishing, so an alert on it resolves."""
+        for policy in self._violated.get(cluster, frozenset()) | by_policy.keys():
+            self._violations.labels(cluster, policy).set(by_policy.get(policy, 0))
+        self._violated[cluster] = self._violated.get(cluster, frozenset()) | by_policy.keys()
 
     def set_flapping(self, cluster: str, objects: int) -> None:
         self._flapping.labels(cluster).set(objects)

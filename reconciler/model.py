@@ -18,6 +18,10 @@ Mode = Literal["apply", "report"]
 FIELD_MANAGER = "reconciler"
 # Argo CD's ordering annotation, read on Applications and on the objects they render.
 SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+# Marks what the reconciler applied, with its app's name: its inventory can be read back
+# from the cluster itself (as Flux's and ApplySet's labels allow), and a hook may only
+# delete objects that carry it (invariant 4).
+TRACKING_LABEL = "reconciler.kernow.io/app"
 
 
 class Result(enum.Enum):
@@ -105,8 +109,10 @@ class HelmOptions:
 class Source:
     """One source of an app. `repo` is the configured repo name for git sources;
     chart sources (`chart` set) name a Helm repository by `repo_url` instead.
-    For git sources `target_revision` is informational: what deploys is the
-    commit of the repo's tracked ref (see config `ref`)."""
+    `target_revision` is a chart's version, or the branch, tag or commit a git
+    source renders at (empty, `HEAD` or the tracked ref's name: the repo's tracked
+    commit; see reconciler.render.revisions). `key` is where the Application
+    declares it (`spec.source`, `spec.sources[i]`), for messages."""
 
     repo_url: str
     target_revision: str = ""
@@ -117,6 +123,7 @@ class Source:
     directory: DirectoryOptions | None = None
     helm: HelmOptions | None = None
     kustomize: bool = False
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,8 @@ class App:
     sync_options: tuple[str, ...] = ()
     sync_policy: Mapping[str, Any] = field(default_factory=dict)
     ignore_differences: tuple[Mapping[str, Any], ...] = ()
+    # Argo CD's resources finalizer: removing the Application from git deletes its objects.
+    prune_on_delete: bool = False
 
     def sync_option(self, name: str) -> str | None:
         """The value of a `Name=value` sync option, or None when it is not set."""
@@ -149,6 +158,15 @@ class App:
             if key.strip() == name:
                 return value.strip()
         return None
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """A person asked to sync one app now (`reconciler sync --app A`), as Argo CD's
+    manual sync: it applies whatever the app's syncPolicy would leave for a person.
+    `prune` also confirms the prunes the guard held back."""
+
+    prune: bool = False
 
 
 @dataclass(frozen=True)

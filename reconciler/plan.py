@@ -17,7 +17,7 @@ of the Sync phase, before PostSync) and dependants go before what they depend on
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,8 +35,23 @@ from reconciler.model import (
     ObjectRef,
     Origin,
     Result,
+    SyncRequest,
+    Violation,
 )
 from reconciler.pairs import Pair, Pairs, inventory_by_app
+from reconciler.pruneguard import (
+    DEFAULT_PRUNE_FLOOR,
+    SYNC_OPTIONS,
+    AppPrune,
+    Departure,
+    Limits,
+    app_prune,
+    blocked,
+    guard,
+    option_hold,
+    orphaned,
+)
+from reconciler.report import Finding, FindingKind
 
 HOOK = "argocd.argoproj.io/hook"
 HOOK_DELETE_POLICY = "argocd.argoproj.io/hook-delete-policy"
@@ -111,11 +126,13 @@ WRITES = frozenset({ActionKind.CREATE, ActionKind.UPDATE, ActionKind.PRUNE, Acti
 
 
 class Phase(enum.Enum):
-    """Argo CD's sync phases, plus the prune step that follows them here."""
+    """Argo CD's sync phases, plus the prune step that follows them here. SyncFail hooks
+    run only when the app's sync fails (reconciler.waves)."""
 
     PRE_SYNC = "PreSync"
     SYNC = "Sync"
     POST_SYNC = "PostSync"
+    SYNC_FAIL = "SyncFail"
     PRUNE = "Prune"
 
 
@@ -127,8 +144,10 @@ class DeletePolicy(enum.Enum):
     HOOK_FAILED = "HookFailed"
 
 
-_HOOK_PHASES = {"PreSync": Phase.PRE_SYNC, "Sync": Phase.SYNC, "PostSync": Phase.POST_SYNC}
-_PHASE_RANK = {Phase.PRE_SYNC: 0, Phase.SYNC: 1, Phase.POST_SYNC: 2}
+_HOOK_PHASES = {
+    phase.value: phase for phase in (Phase.PRE_SYNC, Phase.SYNC, Phase.POST_SYNC, Phase.SYNC_FAIL)
+}
+_PHASE_RANK = {Phase.PRE_SYNC: 0, Phase.SYNC: 1, Phase.POST_SYNC: 2, Phase.SYNC_FAIL: 3}
 # Helm hooks as Argo CD maps them; other Helm hooks (test, *-delete, *-rollback) are unsupported.
 _HELM_HOOKS = {
     "pre-install": "PreSync",
@@ -173,6 +192,8 @@ class Action:
     reason: str = ""
     delete_policies: tuple[DeletePolicy, ...] = ()
     tracked: bool = False
+    # A prune's deletion propagation (the app's PrunePropagationPolicy sync option).
+    propagation: str = "Background"
 
     @property
     def writes(self) -> bool:
@@ -181,10 +202,12 @@ class Action:
 
 @dataclass(frozen=True)
 class Plan:
-    """The actions of one cluster, in execution order, and per-app notes for operators."""
+    """The actions of one cluster, in execution order, per-app notes for operators,
+    and what needs a person's attention (reconciler.report.Finding)."""
 
     actions: tuple[Action, ...]
     notes: Mapping[str, tuple[str, ...]]
+    findings: tuple[Finding, ...] = ()
 
     @property
     def writes(self) -> tuple[Action, ...]:
@@ -200,8 +223,12 @@ def plan(
     protected: Protection,
     render_failed: Collection[str] = (),
     max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
+    prune_floor: int = DEFAULT_PRUNE_FLOOR,
     unserved: Collection[GroupKind] = (),
     unlisted: Mapping[GroupKind, str] | None = None,
+    requested: Mapping[str, SyncRequest] | None = None,
+    departed: Mapping[str, Departure] | None = None,
+    contested: Mapping[ObjectRef, Mapping[str, str]] | None = None,
 ) -> Plan:
     """The ordered actions that bring one cluster's live objects to the desired ones.
 
@@ -210,22 +237,26 @@ def plan(
     catalogue included) and the live objects of both and of the apps' destination
     namespaces (None: absent); `drift` the diff of each desired object that differs
     from live (missing or None: in sync). Apps in `render_failed` did not render,
-    so nothing of theirs is pruned. An app may lose at most `max_prune_share` of
-    its inventory in one reconcile; beyond that its prune is blocked. Objects of
+    so nothing of theirs is pruned. Prunes go through the guard (reconciler.pruneguard):
+    past `prune_floor` objects, at most `max_prune_share` of an app's and of the
+    cluster's inventory; what it holds waits for a person, as a finding, and apps in
+    `requested` with `prune` are that person's confirmation. `departed` says what
+    became of each app that has inventory but is no longer in `apps`. Objects of
     `unserved` kinds (no CRD installed, none in `desired`) cannot be created: they
     fail without a write, so they do not make their app sync (and run its hooks).
     Kinds in `unlisted` (kind -> why) cannot be listed right now, so an object of
     theirs missing from `live` may exist all the same: it is neither created nor
-    dropped from the inventory as "already absent"; it waits, skipped.
+    dropped from the inventory as "already absent"; it waits, skipped. Objects in
+    `contested` (ref -> app -> where it renders it) are shared by several apps: see
+    `_shared`.
     """
-    if not 0.0 <= max_prune_share <= 1.0:
-        raise ValueError(f"max_prune_share must lie in [0, 1], not {max_prune_share}")
+    limits = Limits(prune_floor, max_prune_share)
     inventory = inventory_by_app(pairs)
     planner = _Planner({app.name: app for app in apps}, frozenset(unserved), unlisted or {})
     hooks: list[tuple[Pair, _Hook, int]] = []
     candidates: dict[str, list[Pair]] = defaultdict(list)
     for pair in pairs.values():
-        if pair.prune_candidate:
+        if pair.prune_candidate and pair.ref not in (contested or {}):
             candidates[pair.app].append(pair)
         if pair.desired is None:
             continue
@@ -239,21 +270,56 @@ def plan(
     planner.create_namespaces(pairs)
     rendered = {p.app for p in pairs.values() if p.desired is not None}
     for app, members in candidates.items():
-        block = planner.prune_block(
+        verdict = planner.prune_block(
             app,
             failed=app in render_failed,
             rendered=app in rendered,
-            losing=len(members),
-            of=len(inventory[app]),
-            max_share=max_prune_share,
+            departed=(departed or {}).get(app),
+            request=(requested or {}).get(app),
         )
         for pair in members:
-            planner.prune(pair, drift.get(pair.ref), block, protected)
+            planner.prune(pair, drift.get(pair.ref), verdict, protected)
+    planner.guard_prunes(limits, {app: len(refs) for app, refs in inventory.items()})
     # Hooks belong to a sync operation: an app with nothing to write runs none (invariant 3).
     syncing = {action.app for _, action in planner.entries + planner.prunes if action.writes}
     for pair, hook, wave in hooks:
         planner.hook(pair, hook, wave, syncing=pair.app in syncing)
-    return planner.finish(mode)
+    return _shared(planner.finish(mode), contested or {}, planner.apps, mode)
+
+
+def _shared(
+    the_plan: Plan,
+    contested: Mapping[ObjectRef, Mapping[str, str]],
+    apps: Mapping[str, App],
+    mode: Mode,
+) -> Plan:
+    """An object several apps render, as Argo CD's SharedResourceWarning: each app's
+    copy is skipped naming the others (it is neither applied nor pruned) and a finding
+    says so; the apps' other objects sync. On an apply-mode cluster an app with
+    `FailOnSharedResource=true` fails its sync instead: none of its writes is sent."""
+    actions: list[Action] = []
+    findings: list[Finding] = []
+    failing: dict[str, str] = {}
+    for ref, by in sorted(contested.items()):
+        for app in (name for name in by if name in apps):
+            also = "also rendered by " + " and ".join(
+                f"app {other} ({where})" for other, where in by.items() if other != app
+            )
+            findings.append(Finding(app, FindingKind.SHARED, ref, also))
+            result, reason = Result.SKIPPED, f"shared: {also}"
+            if mode == "apply" and apps[app].sync_option("FailOnSharedResource") == "true":
+                result, reason = Result.FAILED, f"FailOnSharedResource=true: {also}"
+                failing.setdefault(app, f"not synced: FailOnSharedResource=true, {ref} is {also}")
+            actions.append(Action(ref, app, ActionKind.NONE, result, Phase.SYNC, 0, reason=reason))
+    kept = [
+        replace(a, kind=ActionKind.NONE, result=Result.SKIPPED, reason=failing[a.app])
+        if a.writes and a.app in failing
+        else a
+        for a in the_plan.actions
+    ]
+    return replace(
+        the_plan, actions=(*kept, *actions), findings=the_plan.findings + tuple(findings)
+    )
 
 
 @dataclass(frozen=True)
@@ -280,6 +346,12 @@ class _Planner:
         self.entries: list[tuple[tuple[Any, ...], Action]] = []
         self.prunes: list[tuple[tuple[Any, ...], Action]] = []
         self.notes: dict[str, list[str]] = defaultdict(list)
+        self.findings: list[Finding] = []
+        self.verdicts: dict[str, AppPrune] = {}
+        # Objects that wait for a person's confirmation to be pruned: app -> why -> refs.
+        self.unconfirmed: dict[str, dict[str, list[ObjectRef]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
 
     def wave(self, pair: Pair, annotations: Mapping[str, Any]) -> int:
         # Argo CD reads the Helm hook weight when there is no sync-wave.
@@ -356,48 +428,85 @@ class _Planner:
             self._add(action, hook=False)
 
     def prune_block(
-        self, app: str, *, failed: bool, rendered: bool, losing: int, of: int, max_share: float
-    ) -> str | None:
-        """Why none of `app`'s objects may be pruned now, or None. Blocks that protect
-        against a broken render are noted; a prune turned off by the app is not news."""
-        spec = self.apps.get(app)
-        if spec is None:
-            reason = "app is no longer in the catalogue"
-        elif failed:
-            reason = "render failed"
-        elif not rendered:
-            reason = "render produced no objects"
-        elif not _automated_prune(spec):
-            return "automated prune is off (syncPolicy.automated.prune)"
-        elif losing > max_share * of:
-            reason = f"mass-deletion guard: {losing} of {of} objects would be pruned at once"
-        else:
-            return None
-        self.notes[app].append(f"prune blocked: {reason}")
-        return reason
+        self,
+        app: str,
+        *,
+        failed: bool,
+        rendered: bool,
+        departed: Departure | None,
+        request: SyncRequest | None,
+    ) -> AppPrune:
+        """How `app`'s objects that left git are treated now (reconciler.pruneguard);
+        a block no person can lift now (a broken input) is noted."""
+        verdict = app_prune(
+            self.apps.get(app), failed=failed, rendered=rendered, departed=departed, request=request
+        )
+        self.verdicts[app] = verdict
+        if verdict.held is not None:
+            self.notes[app].append(f"prune blocked: {verdict.held}")
+        return verdict
 
     def prune(
-        self, pair: Pair, drift: Drift | None, block: str | None, protected: Protection
+        self, pair: Pair, drift: Drift | None, verdict: AppPrune, protected: Protection
     ) -> None:
-        live = pair.live
-        waiting = self.waiting(pair.ref) if live is None else None
+        live, ref, app = pair.live, pair.ref, pair.app
+        waiting = self.waiting(ref) if live is None else None
+        kind, result, reason = ActionKind.NONE, Result.SKIPPED, ""
+        hold = option_hold(live, verdict) if live is not None else None
         if waiting is not None:
-            kind, result, reason = ActionKind.NONE, Result.SKIPPED, waiting
+            reason = waiting
         elif live is None:
             # Deleted by someone else: nothing to send, and it leaves the inventory.
-            kind, result, reason = ActionKind.NONE, Result.PRUNED, "already absent"
-        elif block is not None:
-            kind, result, reason = ActionKind.NONE, Result.SKIPPED, f"prune blocked: {block}"
+            result, reason = Result.PRUNED, "already absent"
+        elif verdict.held is not None:
+            reason = f"prune blocked: {verdict.held}"
+        elif verdict.orphaned is not None:
+            reason = f"orphaned: {verdict.orphaned}"
+            self.findings.append(orphaned(app, ref, verdict.orphaned))
         elif (protection := protected(live)) is not None:
-            kind, result, reason = ActionKind.NONE, Result.SKIPPED, f"protected: {protection}"
+            reason = f"protected: {protection}"
+            if verdict.deleting is not None:
+                kept = f"kept, protected ({protection}): {verdict.deleting}"
+                self.findings.append(orphaned(app, ref, kept))
+        elif hold is not None and not hold[1]:
+            reason = f"{hold[0]} ({SYNC_OPTIONS})"
+            if verdict.deleting is not None:
+                self.findings.append(orphaned(app, ref, f"kept by {hold[0]}: {verdict.deleting}"))
+        elif hold is not None or verdict.waits is not None:
+            why = f"{hold[0]} ({SYNC_OPTIONS})" if hold is not None else str(verdict.waits)
+            reason = f"prune blocked: {why}"
+            self.unconfirmed[app][why].append(ref)
         else:
-            kind, result, reason = ActionKind.PRUNE, Result.PRUNED, ""
+            kind, result = ActionKind.PRUNE, Result.PRUNED
         wave = self.wave(pair, _annotations(live or {}))
         action = Action(
             pair.ref, pair.app, kind, result, Phase.PRUNE, wave, drift=drift, reason=reason
         )
         # Sorted like an apply, then reversed: see `finish`.
         self.prunes.append((self._key(action, Phase.SYNC, hook=False), action))
+
+    def guard_prunes(self, limits: Limits, inventory: Mapping[str, int]) -> None:
+        """Hold the prunes the share guards stop (those of apps a person confirmed
+        excepted), and report everything that waits for a confirmation, per app.
+        What orphaned apps left is no longer managed: it is not part of the cluster's
+        inventory the share is taken of."""
+        orphans = {app for app, verdict in self.verdicts.items() if verdict.orphaned}
+        inventory = {app: n for app, n in inventory.items() if app not in orphans}
+        losing = Counter(
+            action.app
+            for _, action in self.prunes
+            if action.kind is ActionKind.PRUNE and not self.verdicts[action.app].confirmed
+        )
+        held = guard(losing, inventory, limits)
+        for i, (key, action) in enumerate(self.prunes):
+            why = held.get(action.app)
+            if why is not None and action.kind is ActionKind.PRUNE:
+                reason = f"prune blocked: {why}"
+                action = replace(action, kind=ActionKind.NONE, result=Result.SKIPPED, reason=reason)
+                self.prunes[i] = (key, action)
+                self.unconfirmed[action.app][why].append(action.ref)
+        for app, reasons in sorted(self.unconfirmed.items()):
+            self.findings.extend(blocked(app, why, refs) for why, refs in reasons.items())
 
     def hook(self, pair: Pair, hook: _Hook, wave: int, *, syncing: bool) -> None:
         ref, app = pair.ref, pair.app
@@ -431,7 +540,8 @@ class _Planner:
         actions = applies + prunes
         if mode == "report":
             actions = [_report_only(action) for action in actions]
-        return Plan(tuple(actions), {app: tuple(notes) for app, notes in self.notes.items()})
+        notes = {app: tuple(notes) for app, notes in self.notes.items()}
+        return Plan(tuple(actions), notes, tuple(self.findings))
 
     def _add(self, action: Action, *, hook: bool) -> None:
         self.entries.append((self._key(action, action.phase, hook), action))
@@ -448,16 +558,47 @@ class _Planner:
         return (1, app_wave, _PHASE_RANK[phase], action.wave, kind_rank, ref.name, ref)
 
 
+def refuse_violations(the_plan: Plan, violations: Iterable[Violation]) -> Plan:
+    """The plan with no write of a desired object that breaks a policy.
+
+    Such an object fails without a write, it is not skipped: skipped is for what waits
+    for something that passes (a report-only cluster, a kind that cannot be listed, a
+    held object), while this waits for a person to change git or the policy, so its app
+    and the run must show failed until then, as Argo CD shows a sync that a
+    ValidatingAdmissionPolicy refused. The app's other objects sync as usual; its
+    prunes wait, as after any failed apply (reconciler.guards), and the refused object
+    keeps its place in the inventory, so being refused never gets it pruned. An app
+    whose only writes were refused runs no hooks: it has nothing to sync."""
+    why: dict[ObjectRef, list[str]] = defaultdict(list)
+    for v in violations:
+        if v.source == "desired":
+            why[v.ref].append(f"policy violation: {v.policy}: {v.message}")
+
+    def refused(a: Action) -> bool:
+        return a.writes and a.manifest is not None and a.ref in why
+
+    syncing = {
+        a.app
+        for a in the_plan.actions
+        if a.writes and a.kind is not ActionKind.HOOK and not refused(a)
+    }
+    stopped = {a.app for a in the_plan.actions if refused(a)} - syncing
+    actions = []
+    for a in the_plan.actions:
+        if refused(a):
+            a = replace(a, kind=ActionKind.NONE, result=Result.FAILED, reason="; ".join(why[a.ref]))
+        elif a.kind is ActionKind.HOOK and a.app in stopped:
+            reason = "not run: the app's only changes break policies"
+            a = replace(a, kind=ActionKind.NONE, result=Result.SKIPPED, reason=reason)
+        actions.append(a)
+    return replace(the_plan, actions=tuple(actions))
+
+
 def _report_only(action: Action) -> Action:
     if not action.writes:
         return action
     reason = f"report-only cluster: would {VERBS[action.kind]}"
     return replace(action, kind=ActionKind.REPORT_ONLY, result=Result.SKIPPED, reason=reason)
-
-
-def _automated_prune(app: App) -> bool:
-    automated = app.sync_policy.get("automated")
-    return isinstance(automated, Mapping) and automated.get("prune") is True
 
 
 def _hook(annotations: Mapping[str, Any]) -> _Hook | None:

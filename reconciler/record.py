@@ -14,6 +14,7 @@ from typing import Any
 from reconciler.model import App, InventoryItem, ObjectRef, Result
 from reconciler.pairs import Pairs, inventory_by_app
 from reconciler.plan import WAITING, Action, next_inventory
+from reconciler.pruneguard import AppTrace
 from reconciler.report import Outcome, Report
 from reconciler.store import AppRecord, RunRecord, Store
 
@@ -44,6 +45,13 @@ class Recorder:
     def in_sync(self, verdicts: Iterable[tuple[ObjectRef, str]]) -> None:
         self.store.remember_in_sync(self.cluster, verdicts)
 
+    def synced_digests(self) -> dict[str, str]:
+        """The desired digest (reconciler.syncpolicy) each app was last synced at."""
+        return self.store.synced_digests(self.cluster)
+
+    def synced(self, digests: Mapping[str, str]) -> None:
+        self.store.record_synced(self.cluster, digests)
+
     def applied(self, action: Action, verdict: str, api_version: str) -> None:
         """An object just applied is in sync under `verdict`; a tracked one joins its
         app's inventory at once, so a reconcile killed halfway still leaves it prunable."""
@@ -64,6 +72,11 @@ class Recorder:
         """The reconcile's verdict per app, its drift, its events and its run."""
         self.store.replace_apps(self.cluster, app_records(report, apps, healths), scope)
         self.store.replace_drift(self.cluster, report.drifts, scope)
+        self.store.replace_findings(
+            self.cluster,
+            ((f.app, f.kind.value, str(f.ref or ""), f.message) for f in report.findings),
+            scope,
+        )
         self.store.record_events(
             self.cluster,
             [
@@ -81,6 +94,19 @@ class Recorder:
                 {r.value: n for r, n in report.counts.items()},
             )
         )
+
+    def app_traces(self) -> dict[str, AppTrace]:
+        return self.store.app_traces(self.cluster)
+
+    def remember_apps(self, apps: Iterable[App], scope: Collection[str] | None) -> None:
+        """Where each app is declared and whether it has the resources finalizer, kept
+        while its objects are in the inventory: what decides their fate once the
+        Application is removed from git (reconciler.pruneguard.departure)."""
+        traces = [
+            AppTrace(app.name, app.origin.repo, app.origin.path, app.prune_on_delete)
+            for app in apps
+        ]
+        self.store.remember_apps(self.cluster, traces, scope)
 
     def replace_inventory(
         self,

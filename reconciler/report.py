@@ -7,6 +7,7 @@ made it.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,43 @@ class ArgoStatus:
 
     sync: str | None
     health: str | None
+
+
+class FindingKind(enum.Enum):
+    """What needs a person's attention in an app, beyond its drift and its errors."""
+
+    # Drift the app's syncPolicy does not let the reconciler apply on its own.
+    OUT_OF_SYNC = "out-of-sync"
+    # A prune held back by the guard: confirmed with `reconciler sync --app A --prune`.
+    PRUNE_BLOCKED = "prune-blocked"
+    # Left by an Application removed from git without Argo CD's resources finalizer.
+    ORPHANED = "orphaned"
+    # One object rendered by two apps (Argo CD's SharedResourceWarning): neither applies it.
+    SHARED = "shared"
+    # A desired object that breaks a policy: not applied.
+    VIOLATION = "violation"
+    # A hook that failed or a wave that did not become healthy in time.
+    HOOK = "hook"
+    WAVE = "wave"
+
+
+# Findings that mean an app's sync stopped before its end: the run failed.
+STOPPED_SYNC = frozenset({FindingKind.HOOK, FindingKind.WAVE})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a person should know about an app (`ref` None: the app as a whole).
+    Messages are redacted like the rest of a report: safe to log, store and print."""
+
+    app: str
+    kind: FindingKind
+    ref: ObjectRef | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" {self.ref}" if self.ref else ""
+        return f"app {self.app}{where}: {self.kind.value}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +98,7 @@ class Report:
     unreachable: str | None = None  # why the cluster stopped answering mid-apply
     # Kinds whose live state was unknown (cannot be listed), with why: their work waits.
     unlisted: Mapping[GroupKind, str] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
 
     @property
     def counts(self) -> Counter[Result]:
@@ -69,5 +108,7 @@ class Report:
     def result(self) -> str:
         """converged | drift | failed: the run's one-word summary."""
         if self.errors or self.counts[Result.FAILED]:
+            return "failed"
+        if any(f.kind in STOPPED_SYNC for f in self.findings):
             return "failed"
         return "drift" if self.drifts else "converged"

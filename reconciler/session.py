@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.catalogue import Catalogue
 from reconciler.config import Config, with_policy_modes
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.engine import ClusterEngine
@@ -21,6 +22,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.model import App, ObjectRef
 from reconciler.policy import SHIPPED_POLICIES, Policies, load_policies
 from reconciler.store import Store, StoreError
+from reconciler.waves import Bounds
 
 STATE_DB = "state.db"
 
@@ -76,6 +78,19 @@ class Session:
         sources = open_sources(self.config, fetch=fetch)
         return build_desired(self.config, sources, tools_for(self.config), clusters)
 
+    def departed(self, catalogue: Catalogue) -> dict[str, str]:
+        """Apps removed from git whose objects an apply-mode cluster of the session still
+        holds in its inventory (app -> cluster): `sync --app A --prune` may confirm
+        their held prunes."""
+        present = {app.name for app in catalogue.apps}
+        return {
+            item.app: name
+            for name, engine in self.engines.items()
+            if not engine.report_only
+            for item in self.store.inventory(name)
+            if item.app not in present
+        }
+
     def record_repos(self, desired: Desired) -> None:
         """Record each repo's commit, or why it could not be read (beside its last good
         commit), for `status`; a read-only session records nothing."""
@@ -111,6 +126,8 @@ def open_session(
                 session.policies,
                 on_change=notify,
                 max_prune_share=config.daemon.max_prune_share,
+                prune_floor=config.daemon.prune_floor,
+                bounds=Bounds(config.daemon.wave_timeout_s, config.daemon.hook_timeout_s),
             )
         except ReconcilerError as exc:
             session.broken[cluster.name] = str(exc)

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from reconciler.config import Config
-from reconciler.store import ComponentRecord, Store
+from reconciler.store import ComponentRecord, FindingRecord, Store
 from reconciler.supervise import DEGRADED
 
 # The daemon beats every few seconds; three missed beats mean it is not running.
@@ -57,6 +57,7 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
         state = store.cluster_state(cluster.name) or {}
         run = store.last_run(cluster.name)
         apps = store.apps(cluster.name)
+        findings = [_finding(f) for f in store.findings(cluster.name)]
         clusters.append(
             {
                 "name": cluster.name,
@@ -76,6 +77,8 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
                 ),
                 "drift": sum(a.drift for a in apps),
                 "errors": sum(1 for a in apps if a.error),
+                # Every finding, apps no longer in git included (their orphaned objects).
+                "findings": findings,
                 "apps": [
                     {
                         "name": a.app,
@@ -83,6 +86,11 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
                         "health": a.health,
                         "drift": a.drift,
                         "error": a.error,
+                        "findings": [
+                            {k: v for k, v in f.items() if k != "app"}
+                            for f in findings
+                            if f["app"] == a.app
+                        ],
                     }
                     for a in apps
                 ],
@@ -99,6 +107,16 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
         },
         "repos": store.repos(),
         "clusters": clusters,
+    }
+
+
+def _finding(finding: FindingRecord) -> dict[str, Any]:
+    return {
+        "app": finding.app,
+        "kind": finding.kind,
+        "object": finding.object or None,
+        "message": finding.message,
+        "since": finding.first_seen,
     }
 
 
@@ -125,9 +143,12 @@ def _state(up: bool, running: bool, components: list[dict[str, Any]]) -> str:
 
 
 def healthy(status: dict[str, Any]) -> bool:
-    """All apps synced with no errors, nothing known to be Degraded or Missing, and a
-    daemon that is either down or making progress on every part."""
+    """All apps synced with no errors, nothing known to be Degraded or Missing, no
+    finding that waits for a person, and a daemon that is either down or making
+    progress on every part."""
     if status["daemon"].get("state") in ("stuck", "degraded"):
+        return False
+    if any(c.get("findings") for c in status["clusters"]):
         return False
     return all(
         a["sync"] == "Synced" and not a["error"] and a["health"] not in ("Degraded", "Missing")
@@ -208,10 +229,21 @@ def table(
         ]
         for c in status["clusters"]
         for a in c["apps"]
-        if all_apps or a["sync"] != "Synced" or a["error"] or a["health"] in ("Degraded", "Missing")
+        if all_apps
+        or a["sync"] != "Synced"
+        or a["error"]
+        or a["findings"]
+        or a["health"] in ("Degraded", "Missing")
     ]
     if attention:
         out += ["", *_grid(["CLUSTER", "APP", "SYNC", "HEALTH", "DRIFT", "ERROR"], attention)]
+    findings = [
+        [c["name"], f["app"], f["kind"], f["object"] or "-", _short(f["message"])]
+        for c in status["clusters"]
+        for f in c["findings"]
+    ]
+    if findings:
+        out += ["", *_grid(["CLUSTER", "APP", "FINDING", "OBJECT", "MESSAGE"], findings)]
     return "\n".join(out) + "\n"
 
 

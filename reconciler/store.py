@@ -17,7 +17,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 from reconciler import statedir
 from reconciler.errors import ReconcilerError
 from reconciler.model import Drift, InventoryItem, ObjectRef
+from reconciler.pruneguard import AppTrace
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS inventory (
     cluster TEXT NOT NULL, app TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL,
     namespace TEXT NOT NULL, name TEXT NOT NULL, api_version TEXT NOT NULL,
     PRIMARY KEY (cluster, grp, kind, namespace, name));
+CREATE TABLE IF NOT EXISTS app_traces (
+    cluster TEXT NOT NULL, app TEXT NOT NULL, repo TEXT NOT NULL, path TEXT NOT NULL,
+    prune_on_delete INTEGER NOT NULL, PRIMARY KEY (cluster, app));
 CREATE TABLE IF NOT EXISTS in_sync (
     cluster TEXT NOT NULL, grp TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
     name TEXT NOT NULL, verdict TEXT NOT NULL,
@@ -69,6 +73,18 @@ CREATE TABLE IF NOT EXISTS in_sync (
 CREATE TABLE IF NOT EXISTS components (
     name TEXT PRIMARY KEY, state TEXT NOT NULL, detail TEXT NOT NULL, progress_at TEXT NOT NULL,
     errors INTEGER NOT NULL, last_error TEXT, last_error_at TEXT, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS findings (
+    cluster TEXT NOT NULL, app TEXT NOT NULL, kind TEXT NOT NULL, object TEXT NOT NULL,
+    message TEXT NOT NULL, first_seen TEXT NOT NULL,
+    PRIMARY KEY (cluster, app, kind, object, message));
+CREATE TABLE IF NOT EXISTS synced (
+    cluster TEXT NOT NULL, app TEXT NOT NULL, digest TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (cluster, app));
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY, app TEXT NOT NULL, cluster TEXT, user TEXT NOT NULL,
+    prune INTEGER NOT NULL, requested_at TEXT NOT NULL, state TEXT NOT NULL,
+    updated_at TEXT NOT NULL, exit_code INTEGER, summary TEXT NOT NULL,
+    output TEXT NOT NULL, outcomes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, cluster TEXT NOT NULL,
     app TEXT NOT NULL, object TEXT NOT NULL, result TEXT NOT NULL, message TEXT NOT NULL);
@@ -110,6 +126,36 @@ class AppRecord:
     health: str | None
     drift: int
     error: str | None
+
+
+@dataclass(frozen=True)
+class FindingRecord:
+    """A Finding as stored: `object` is the object's text ("" for the app as a whole)."""
+
+    app: str
+    kind: str
+    object: str
+    message: str
+    first_seen: str
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """A person's sync request (reconciler.requests) and what became of it: `state` is
+    queued, running, done, refused or failed; `output` the lines a direct sync prints,
+    each prefixed "out: " or "err: "; `outcomes` one {object, result, message} each."""
+
+    id: str
+    app: str
+    cluster: str | None
+    user: str
+    prune: bool
+    requested_at: str
+    state: str
+    exit_code: int | None = None
+    summary: str = ""
+    output: tuple[str, ...] = ()
+    outcomes: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -337,6 +383,36 @@ class Store:
             for r in self._query("SELECT * FROM apps WHERE cluster = ? ORDER BY app", (cluster,))
         ]
 
+    # -- findings -------------------------------------------------------------
+
+    def replace_findings(
+        self,
+        cluster: str,
+        findings: Iterable[tuple[str, str, str, str]],
+        scope: Collection[str] | None = None,
+    ) -> None:
+        """Make `findings` (app, kind, object, message) the current findings of `cluster`
+        (of its apps in `scope` only, when given); one still present keeps its first_seen."""
+        at = now()
+        seen = {
+            (f.app, f.kind, f.object, f.message): f.first_seen
+            for f in self.findings(cluster)
+            if scope is None or f.app in scope
+        }
+        rows = [(cluster, *key, seen.get(key, at)) for key in dict.fromkeys(findings)]
+        with self._tx() as db:
+            _clear(db, "findings", cluster, scope)
+            db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def findings(self, cluster: str) -> list[FindingRecord]:
+        return [
+            FindingRecord(r["app"], r["kind"], r["object"], r["message"], r["first_seen"])
+            for r in self._query(
+                "SELECT * FROM findings WHERE cluster = ? ORDER BY app, kind, object, message",
+                (cluster,),
+            )
+        ]
+
     # -- drift ----------------------------------------------------------------
 
     def replace_drift(
@@ -444,6 +520,33 @@ class Store:
                 [(cluster, i.app, *_key(i.ref), i.api_version) for i in items],
             )
 
+    # -- apps once their Application is gone ----------------------------------
+
+    def app_traces(self, cluster: str) -> dict[str, AppTrace]:
+        return {
+            r["app"]: AppTrace(r["app"], r["repo"], r["path"], bool(r["prune_on_delete"]))
+            for r in self._query("SELECT * FROM app_traces WHERE cluster = ?", (cluster,))
+        }
+
+    def remember_apps(
+        self, cluster: str, traces: Iterable[AppTrace], scope: Collection[str] | None = None
+    ) -> None:
+        """Keep where each app is declared and whether it has the resources finalizer,
+        to judge it once its Application is gone; an app (of `scope`) that is neither
+        in `traces` nor in the inventory any more is forgotten."""
+        rows = [(cluster, t.app, t.repo, t.path, int(t.prune_on_delete)) for t in traces]
+        present = {row[1] for row in rows}
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO app_traces VALUES (?, ?, ?, ?, ?)", rows)
+            unowned = db.execute(
+                "SELECT app FROM app_traces WHERE cluster = ? AND app NOT IN "
+                "(SELECT app FROM inventory WHERE cluster = ?)",
+                (cluster, cluster),
+            ).fetchall()
+            gone = [(cluster, r[0]) for r in unowned if r[0] not in present]
+            gone = [(c, app) for c, app in gone if scope is None or app in scope]
+            db.executemany("DELETE FROM app_traces WHERE cluster = ? AND app = ?", gone)
+
     # -- in-sync verdicts ------------------------------------------------------
 
     def verdict(self, *parts: str) -> str:
@@ -492,6 +595,65 @@ class Store:
                 [(cluster, *_key(ref), verdict) for ref, verdict in verdicts],
             )
 
+    # -- the desired state each app was last synced at (reconciler.syncpolicy) -----
+
+    def synced_digests(self, cluster: str) -> dict[str, str]:
+        rows = self._query("SELECT app, digest FROM synced WHERE cluster = ?", (cluster,))
+        return {r["app"]: r["digest"] for r in rows}
+
+    def record_synced(self, cluster: str, digests: Mapping[str, str]) -> None:
+        at = now()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?)",
+                [(cluster, app, digest, at) for app, digest in sorted(digests.items())],
+            )
+
+    # -- sync requests (reconciler.requests) -----------------------------------
+
+    def record_request(self, request: RequestRecord) -> None:
+        """Insert or update a person's sync request as the daemon handles it."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.id,
+                    request.app,
+                    request.cluster,
+                    request.user,
+                    int(request.prune),
+                    request.requested_at,
+                    request.state,
+                    now(),
+                    request.exit_code,
+                    request.summary,
+                    json.dumps(list(request.output)),
+                    json.dumps(list(request.outcomes)),
+                ),
+            )
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        try:
+            rows = self._query("SELECT * FROM requests WHERE id = ?", (request_id,))
+        except StoreError:
+            return None  # a state written before requests were recorded
+        if not rows:
+            return None
+        r = rows[0]
+        return RequestRecord(
+            r["id"],
+            r["app"],
+            r["cluster"],
+            r["user"],
+            bool(r["prune"]),
+            r["requested_at"],
+            r["state"],
+            r["exit_code"],
+            r["summary"],
+            tuple(json.loads(r["output"])),
+            tuple(json.loads(r["outcomes"])),
+        )
+
     # -- events and retention -------------------------------------------------
 
     def record_events(self, cluster: str, events: Iterable[tuple[str, str, str, str]]) -> None:
@@ -523,6 +685,7 @@ class Store:
                 ("drift_history", "at"),
                 ("events", "at"),
                 ("runs", "started_at"),
+                ("requests", "requested_at"),
             ):
                 db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
 

@@ -1,4 +1,4 @@
-"""The read-only view of one committed tree that catalogue and render use.
+"""The read-only view of committed trees that catalogue and render use.
 
 Defined here rather than in `sources` so the pure stages depend on an
 interface, not on pygit2; `sources.git.GitTree` is the implementation.
@@ -55,4 +55,14 @@ class Tree(Protocol):
 
     def materialise(self) -> Path:
         """A directory holding this commit's files, for tools that need real files."""
+        ...
+
+
+class Revisions(Protocol):
+    """The other commits of one repository, for sources pinned by `targetRevision`
+    (`sources.git.GitRevisions` is the implementation)."""
+
+    def at(self, revision: str) -> Tree:
+        """The tree at a branch, a tag or a commit SHA (full or abbreviated), as git
+        resolves it; TreeError naming the revision when there is none."""
         ...

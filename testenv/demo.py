@@ -156,6 +156,11 @@ def main() -> int:
                     "state_dir": BASE / "state",
                     "metrics_address": "127.0.0.1:0",
                     "resync_interval_s": 30,
+                    # The demo's clusters have no kubelet: no Pod runs, so no Deployment
+                    # gets healthy and no hook Job completes; a wave or hook waits 10 s
+                    # and is then reported, rather than holding a sync for 5 minutes.
+                    "wave_timeout_s": 10,
+                    "hook_timeout_s": 10,
                 }
             },
         )

@@ -42,12 +42,15 @@ def diff_object(
     manager: str = FIELD_MANAGER,
     ignore: Iterable[IgnoreRule] = (),
     redaction: Iterable[RedactionRule] = (),
+    applied: FieldSet | None = None,
 ) -> Drift | None:
     """Compare git's `desired` object with the `live` one (None: absent on that side).
 
     `dry_run` is the server-side dry-run apply of `desired` onto `live`; when given,
     it is compared with live in full, so server defaults are exact. `manager` is the
-    reconciler's field manager: fields it owns live but git no longer sets are drift.
+    reconciler's field manager: fields it owns live but git no longer sets are drift;
+    so are those in `applied`, the fields another tool applied (Argo CD's, read by
+    reconciler.diff.removed where the reconciler owns nothing).
     `ignore` rules are filtered by `ref` here; Secret redaction is always on and
     `redaction` rules add to it.
     """
@@ -70,7 +73,7 @@ def diff_object(
         ours = None
     else:
         wanted = _prepare(ref, fold_string_data(plain(desired)), rules, ignored, secret_rules)
-        ours = owners.get(manager, FieldSet())
+        ours = fieldsets.union((owners.get(manager, FieldSet()), applied or FieldSet()))
     known = fieldsets.union(owners.values())
     desired_view, live_view = align(
         wanted, live_view, Owners(ours, known), full=dry_run is not None

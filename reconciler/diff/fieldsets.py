@@ -79,16 +79,23 @@ def parse_fields_v1(raw: Mapping[str, Any]) -> FieldSet:
 
 
 def managers(obj: Mapping[str, Any]) -> dict[str, FieldSet]:
-    """Each field manager's owned fields on the main resource (subresources such as
-    status are not compared, so their entries are left out)."""
+    """Each field manager's owned fields on the main resource."""
     owned: dict[str, FieldSet] = {}
-    entries = obj.get("metadata", {}).get("managedFields") or []
-    for entry in entries:
+    for manager, _, tree in entries(obj):
+        owned.setdefault(manager, FieldSet()).merge(tree)
+    return owned
+
+
+def entries(obj: Mapping[str, Any]) -> list[tuple[str, str, FieldSet]]:
+    """(manager, operation, owned fields) of each managedFields entry of the main
+    resource (subresources such as status or scale are not compared: left out)."""
+    found = []
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
         if entry.get("subresource") or entry.get("fieldsType", "FieldsV1") != "FieldsV1":
             continue
         tree = parse_fields_v1(entry.get("fieldsV1") or {})
-        owned.setdefault(str(entry.get("manager", "")), FieldSet()).merge(tree)
-    return owned
+        found.append((str(entry.get("manager", "")), str(entry.get("operation", "")), tree))
+    return found
 
 
 def union(trees: Iterable[FieldSet]) -> FieldSet:

@@ -3,12 +3,13 @@
 Each source is rendered the way Argo CD would: a chart source with Helm, a
 path with a kustomization with kustomize, a path with a Chart.yaml with Helm,
 anything else as a directory of manifests. Rendering takes trees and options
-and returns objects; failures are RenderErrors for that app alone.
+and returns objects; failures are RenderErrors for that app alone. Each git
+source comes with the tree of the commit it renders at (render.revisions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from reconciler.errors import RenderError
 from reconciler.model import App, Source
@@ -22,23 +23,23 @@ from reconciler.tree import Tree
 __all__ = ["Rendered", "Tools", "render_app"]
 
 
-def render_app(app: App, trees: Mapping[str, Tree], tools: Tools) -> list[Rendered]:
-    """Every object of every source of `app`, in source order."""
+def render_app(app: App, trees: Sequence[Tree | None], tools: Tools) -> list[Rendered]:
+    """Every object of every source of `app`, in source order; `trees` holds each
+    source's tree (None for a chart source), in the same order."""
     rendered: list[Rendered] = []
-    for source in app.sources:
-        rendered.extend(_render_source(app, source, trees, tools))
+    for source, tree in zip(app.sources, trees, strict=True):
+        rendered.extend(_render_source(app, source, tree, trees, tools))
         check_count(len(rendered), tools.max_objects, f"app {app.name}")
     return rendered
 
 
 def _render_source(
-    app: App, source: Source, trees: Mapping[str, Tree], tools: Tools
+    app: App, source: Source, tree: Tree | None, trees: Sequence[Tree | None], tools: Tools
 ) -> list[Rendered]:
     if source.chart is not None:
         return render_helm(app, source, None, trees, tools)
     if source.path is None:  # a `ref`-only source just lends files to the others
         return []
-    tree = trees.get(source.repo or "")
     if tree is None:
         raise RenderError(f"repo {source.repo} is not available (see the repo's error)")
     if tree.kind(source.path) != "dir":

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -110,9 +110,10 @@ def fetch_chart(repo_url: str, chart: str, version: str, helm: str, tools: Tools
 
 
 def render_helm(
-    app: App, source: Source, tree: Tree | None, trees: Mapping[str, Tree], tools: Tools
+    app: App, source: Source, tree: Tree | None, trees: Sequence[Tree | None], tools: Tools
 ) -> list[Rendered]:
-    """`tree` is None for a chart from a repository, else the repo holding the chart path."""
+    """`tree` is None for a chart from a repository, else the repo holding the chart path;
+    `trees` holds the tree of each source of `app` (for `$ref` value files)."""
     if tools.helm is None:
         raise RenderError("helm not found (set RECONCILER_HELM or [render] helm)")
     options = source.helm or HelmOptions()
@@ -179,7 +180,7 @@ def _value_file(
     name: str,
     index: int,
     app: App,
-    trees: Mapping[str, Tree],
+    trees: Sequence[Tree | None],
     chart_dir: Path,
     root: Path,
     tmp: Path,
@@ -190,12 +191,12 @@ def _value_file(
     the checkout (which must stay inside it)."""
     if name.startswith("$"):
         ref, _, path = name[1:].partition("/")
-        source = next((s for s in app.sources if s.ref == ref), None)
-        if source is None:
+        found = next((i for i, s in enumerate(app.sources) if s.ref == ref), None)
+        if found is None:
             raise RenderError(f"value file {name}: no source of this app has ref {ref!r}")
-        tree = trees.get(source.repo or "")
+        tree = trees[found]
         if tree is None:
-            raise RenderError(f"value file {name}: repo {source.repo} is not available")
+            raise RenderError(f"value file {name}: repo {app.sources[found].repo} is not available")
         local = tmp / f"values-{index}.yaml"
         local.write_bytes(read_limited(tree, clean_path(path), tools.max_file_bytes))
         return str(local)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import CredentialType, FileMode, RepositoryOpenFlag
+from pygit2.enums import CredentialType, FetchPrune, FileMode, RepositoryOpenFlag
 
 from reconciler.config import RepoConfig
 from reconciler.errors import SourceError, TreeError
@@ -28,6 +28,7 @@ from reconciler.urls import redact_url
 
 _REMOTE_REF = re.compile(r"^refs/remotes/([^/]+)/(.+)$")
 _MAX_SYMLINK_HOPS = 16
+_SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
 # libgit2 otherwise waits for the OS TCP timeout when a remote is unreachable.
 pygit2.settings.server_connect_timeout = 10_000
 pygit2.settings.server_timeout = 60_000
@@ -37,7 +38,7 @@ class GitTree:
     """`reconciler.tree.Tree` over one commit of a pygit2 repository.
 
     Apps render on several threads; a libgit2 repository must not be used by
-    two threads at once, so every access goes through one lock."""
+    two threads at once, so every access goes through the repository's one lock."""
 
     def __init__(
         self,
@@ -45,13 +46,15 @@ class GitTree:
         repository: pygit2.Repository,
         commit: pygit2.Commit,
         checkouts: Path,
+        lock: threading.RLock | None = None,
     ) -> None:
         self._repo_name = repo_name
         self._repository = repository
         self._root = commit.tree
         self._commit = str(commit.id)
         self._checkouts = checkouts
-        self._lock = threading.RLock()
+        # Trees of several commits of one repository object share its lock.
+        self._lock = lock or threading.RLock()
 
     @property
     def repo(self) -> str:
@@ -320,8 +323,15 @@ class GitSource:
                 f"(corrupt repository? {exc})"
             ) from None
 
+    def revisions(self, tracked: GitTree) -> GitRevisions:
+        """The repository's other commits, for sources pinned by targetRevision."""
+        clone = self._open_clone()
+        cache = self._open_cache(clone)
+        return GitRevisions(self.name, self.ref, (clone, cache), tracked, self._checkouts)
+
     def fetch(self) -> FetchOutcome:
-        """Fetch the tracked branch from the clone's remote into the cache."""
+        """Fetch the remote's branches and tags into the cache; the outcome names the
+        tracked branch's commit."""
         remote = _REMOTE_REF.match(self.ref)
         if remote is None:
             return FetchOutcome(
@@ -340,9 +350,12 @@ class GitSource:
                 f"(needed to fetch {self.ref})"
             ) from None
         cache = self._open_cache(clone)
+        # Every branch and tag: a source's targetRevision may name any of them, and one
+        # deleted or moved upstream must not linger here (prune, forced updates).
+        refspecs = [f"+refs/heads/*:refs/remotes/{remote_name}/*", "+refs/tags/*:refs/tags/*"]
         try:
             cache.remotes.create_anonymous(url).fetch(
-                [f"+refs/heads/{branch}:{self.ref}"], callbacks=_Credentials()
+                refspecs, callbacks=_Credentials(), prune=FetchPrune.PRUNE
             )
         except (pygit2.GitError, OSError) as exc:
             return self._offline(cache, url, str(exc))
@@ -369,6 +382,91 @@ class GitSource:
             str(last),
             f"{failed}; offline, keeping the last fetched commit {str(last)[:12]} (fetched {when})",
         )
+
+
+class GitRevisions:
+    """`reconciler.tree.Revisions` of one repository: a branch, tag or commit resolved
+    from the fetched cache and the clone, as the tracked ref is (the newer of the two),
+    one GitTree per commit per render, sharing the repository's lock."""
+
+    def __init__(
+        self,
+        repo_name: str,
+        tracked_ref: str,
+        repositories: tuple[pygit2.Repository, pygit2.Repository],  # clone, cache
+        tracked: GitTree,
+        checkouts: Path,
+    ) -> None:
+        self._repo_name = repo_name
+        self._clone, self._cache = repositories
+        remote = _REMOTE_REF.match(tracked_ref)
+        # Branches as the remote has them when the tracked ref is remote-tracking, else
+        # the clone's own (a local repository).
+        self._branches = f"refs/remotes/{remote.group(1)}/" if remote else "refs/heads/"
+        self._checkouts = checkouts
+        self._trees: dict[str, GitTree] = {tracked.commit: tracked}
+        self._lock = threading.RLock()
+
+    def at(self, revision: str) -> GitTree:
+        with self._lock:
+            try:
+                commit = self._commit(revision)
+            except (pygit2.GitError, KeyError, ValueError) as exc:
+                raise SourceError(
+                    f"repo {self._repo_name}: cannot resolve revision {_shown(revision)} "
+                    f"(corrupt repository? {exc})"
+                ) from None
+            tree = self._trees.get(str(commit.id))
+            if tree is None:
+                tree = GitTree(self._repo_name, self._cache, commit, self._checkouts, self._lock)
+                self._trees[tree.commit] = tree
+            return tree
+
+    def _commit(self, revision: str) -> pygit2.Commit:
+        """In git's order: a tag, a branch, then a commit SHA."""
+        if revision.startswith("refs/heads/"):
+            names = [self._branches + revision.removeprefix("refs/heads/")]
+        elif revision.startswith("refs/"):
+            names = [revision]
+        else:
+            names = [f"refs/tags/{revision}", self._branches + revision]
+        for name in names:
+            if not pygit2.reference_is_valid_name(name):
+                continue
+            local, fetched = _peeled(self._clone, name), _peeled(self._cache, name)
+            if local is not None or fetched is not None:
+                return self._cache[_newer(self._cache, local, fetched)].peel(pygit2.Commit)
+        if _SHA.match(revision):
+            try:
+                found = self._cache.revparse_single(revision.lower())
+            except KeyError:
+                found = None
+            except (ValueError, pygit2.GitError):
+                raise TreeError(
+                    f"revision {_shown(revision)} is ambiguous in repo {self._repo_name}"
+                ) from None
+            if isinstance(found, pygit2.Commit):
+                return found
+        raise TreeError(
+            f"revision {_shown(revision)} does not exist in repo {self._repo_name} "
+            "(no branch, tag or commit of that name)"
+        )
+
+
+def _shown(revision: str) -> str:
+    """An Application's revision, quoted and bounded for a message."""
+    return repr(revision if len(revision) <= 80 else revision[:80] + "...")
+
+
+def _peeled(repository: pygit2.Repository, ref: str) -> pygit2.Oid | None:
+    """The commit `ref` names (through annotated tags), or None."""
+    target = _lookup(repository, ref)
+    if target is None:
+        return None
+    try:
+        return repository[target].peel(pygit2.Commit).id
+    except (pygit2.GitError, KeyError, ValueError):
+        return None  # a tag of a tree or blob names no commit
 
 
 def _lookup(repository: pygit2.Repository, ref: str) -> pygit2.Oid | None:

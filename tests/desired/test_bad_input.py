@@ -11,6 +11,7 @@ import yaml
 from reconciler.cli import main
 from reconciler.config import load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
+from reconciler.model import ObjectRef
 from testenv.gitrepos import FileContent, Symlink, make_upstream_and_clone
 from tests.desired.conftest import HELM, unused_port
 
@@ -87,8 +88,6 @@ EXPECTED = {
     "malformed": "malformed/bad.yaml: malformed YAML at line",
     "nameless": "nameless/cm.yaml: document 1 (ConfigMap) has no metadata.name",
     "kindless": "kindless/cm.yaml: document 1 has no kind",
-    "dup-a": "ConfigMap lab/shared is rendered twice in cluster agentic",
-    "dup-b": "ConfigMap lab/shared is rendered twice in cluster agentic",
     "broken-kustomize": "kustomize build of broken-kustomize failed",
     "unreachable-chart": "chart not available: nginx 1.0.0 from http://127.0.0.1:",
     "missing-path": "path not/committed does not exist at commit",
@@ -151,6 +150,14 @@ def test_only_the_bad_apps_fail_and_the_good_ones_render(lab: Desired) -> None:
         ("secretive", "Secret lab/creds"),
     ]
     assert set(agentic.failed) == {e.app for e in lab.errors if e.cluster == "agentic"}
+    # An object two apps render is theirs to settle: set aside, neither app fails.
+    assert {"dup-a", "dup-b"} <= set(agentic.apps)
+    assert agentic.contested == {
+        ObjectRef("", "ConfigMap", "lab", "shared"): {
+            "dup-a": "lab:dup-a/cm.yaml",
+            "dup-b": "lab:dup-b/cm.yaml",
+        }
+    }
 
 
 def test_errors_never_quote_document_content(lab: Desired) -> None:
@@ -165,7 +172,11 @@ def test_render_command_reports_one_line_per_error_and_exits_1(
     docs = list(yaml.safe_load_all(out))
     assert [d["metadata"]["name"] for d in docs] == ["only-good", "creds"]
     lines = err.splitlines()
-    assert len(lines) == len(EXPECTED)
+    assert len(lines) == len(EXPECTED) + 1
+    assert lines[-1] == (
+        "cluster agentic: ConfigMap lab/shared is rendered by app dup-a (lab:dup-a/cm.yaml) "
+        "and app dup-b (lab:dup-b/cm.yaml): shared, applied by none of them"
+    )
     assert "Traceback" not in err and SECRET_VALUE not in err
     for app in EXPECTED:
         assert sum(ln.startswith(f"app {app}") for ln in lines) == 1

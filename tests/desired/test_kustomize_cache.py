@@ -46,7 +46,7 @@ def _counting_kubectl(monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[Sequen
 
 
 def _names(source: GitSource, tools: Tools) -> list[str]:
-    return [r.obj["metadata"]["name"] for r in render_app(APP, {"lab": source.snapshot()}, tools)]
+    return [r.obj["metadata"]["name"] for r in render_app(APP, (source.snapshot(),), tools)]
 
 
 def test_a_build_is_reused_for_the_same_commit_and_redone_for_a_new_one(

@@ -295,6 +295,7 @@ CONFIG_PATHS = st.sampled_from(
         ("daemon", "resync_interval_s"),
         ("daemon", "metrics_address"),
         ("daemon", "max_prune_share"),
+        ("daemon", "prune_floor"),
         ("daemon", "bogus"),
         ("render",),
         ("render", "timeout_seconds"),

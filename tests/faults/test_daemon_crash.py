@@ -5,8 +5,7 @@ duplicated, nothing lost, nothing left behind."""
 
 from __future__ import annotations
 
-from reconciler.drift import TRACKING_LABEL
-from reconciler.model import ObjectRef
+from reconciler.model import TRACKING_LABEL, ObjectRef
 from reconciler.session import STATE_DB
 from reconciler.store import Store
 from tests.faults.lab import Daemon, FaultLab, config_maps

@@ -109,7 +109,14 @@ def make_lab(
         [Repo(n, clones[n], url, "kubernetes/argocd-apps") for n, url in FIXTURE_URLS.items()],
         [Target(c, c == "prod", kubeconfigs[c], server) for c, server in SERVERS.items()],
         {
-            "daemon": {"state_dir": state_dir, "metrics_address": ""},
+            # No kubelet here: the fixtures' hook Jobs (incident-db, velero, backrest) never
+            # complete, so their syncs end at these bounds (with a finding), not at 300s.
+            "daemon": {
+                "state_dir": state_dir,
+                "metrics_address": "",
+                "wave_timeout_s": 3,
+                "hook_timeout_s": 3,
+            },
             "render": {"timeout_seconds": 60, "max_file_bytes": 8388608},
         },
     )

@@ -14,6 +14,7 @@ import yaml
 
 from tests.builders import namespace, yaml_file
 from tests.helpers_cluster import create_crd, unique, wait_for
+from tests.helpers_kubelet import RUNNER, Kubelet
 from tests.helpers_lab import (
     Lab,
     app_files,
@@ -168,16 +169,19 @@ def test_a_post_sync_hook_runs_after_the_sync_and_is_replaced_on_the_next(lab: L
             },
         },
         "spec": {
+            "managedBy": RUNNER,  # completed by the test's Kubelet, as the sync awaits it
             "template": {
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "check", "image": "busybox:1.36"}],
                 }
-            }
+            },
         },
     }
     lab.commit({"deploy/agentic/hook.yaml": yaml.safe_dump(job).encode()}, "a PostSync hook")
-    first = lab.run("sync", "--cluster", "agentic")
+    # PostSync waits for the Deployment to be available: the test plays its node.
+    with Kubelet(agentic, ns).running():
+        first = lab.run("sync", "--cluster", "agentic")
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     hook_line = next(i for i, line in enumerate(lines) if "Job.batch" in line)
@@ -186,7 +190,8 @@ def test_a_post_sync_hook_runs_after_the_sync_and_is_replaced_on_the_next(lab: L
     uid = live(agentic, f"/apis/batch/v1/namespaces/{ns}/jobs/smoke")["metadata"]["uid"]
 
     lab.commit(app_files("agentic", ns, replicas=2), "a change, so the hook runs again")
-    second = lab.run("sync", "--cluster", "agentic")
+    with Kubelet(agentic, ns).running():
+        second = lab.run("sync", "--cluster", "agentic")
     assert second.returncode == 0, second.stderr
     new = live(agentic, f"/apis/batch/v1/namespaces/{ns}/jobs/smoke")["metadata"]["uid"]
     assert new != uid, "BeforeHookCreation deleted the previous run first"

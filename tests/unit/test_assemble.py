@@ -1,11 +1,12 @@
 """Assembling one cluster's desired objects: keys, namespace defaulting with
-CRD scopes from the rendered set, and objects rendered twice."""
+CRD scopes from the rendered set, objects two apps share and objects one app
+renders twice."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from reconciler.desired import assemble_cluster
+from reconciler.desired import ClusterDesired, assemble_cluster, shared_lines
 from reconciler.model import App, AppOrigin, ObjectRef, Origin, Result, api_group
 from reconciler.render import Rendered
 
@@ -42,7 +43,7 @@ CRD = _obj(
 
 def test_namespaced_objects_get_the_destination_namespace_and_cluster_ones_none() -> None:
     app = _app("sonarr")
-    manifests, errors = assemble_cluster(
+    assembled = assemble_cluster(
         "prod",
         [
             (
@@ -57,7 +58,8 @@ def test_namespaced_objects_get_the_destination_namespace_and_cluster_ones_none(
             )
         ],
     )
-    assert errors == []
+    manifests = assembled.manifests
+    assert assembled.errors == [] and assembled.contested == {}
     assert [m.ref for m in manifests] == [
         ObjectRef("apps", "Deployment", "media", "sonarr"),
         ObjectRef("", "Service", "other", "sonarr"),
@@ -69,7 +71,7 @@ def test_namespaced_objects_get_the_destination_namespace_and_cluster_ones_none(
 
 
 def test_crds_in_the_rendered_set_decide_the_scope_of_their_kind() -> None:
-    manifests, _ = assemble_cluster(
+    assembled = assemble_cluster(
         "prod",
         [
             (_app("crds"), _rendered("crds", CRD)),
@@ -83,14 +85,14 @@ def test_crds_in_the_rendered_set_decide_the_scope_of_their_kind() -> None:
             ),
         ],
     )
-    refs = {m.ref.kind: m.ref for m in manifests}
+    refs = {m.ref.kind: m.ref for m in assembled.manifests}
     assert refs["Widget"].namespace == ""
     assert refs["Gadget"].namespace == "media"  # unknown kinds are namespaced
 
 
-def test_an_object_rendered_twice_fails_every_app_involved() -> None:
+def test_an_object_two_apps_render_is_set_aside_and_the_rest_of_both_apps_kept() -> None:
     cm = _obj("v1", "ConfigMap", "shared")
-    manifests, errors = assemble_cluster(
+    assembled = assemble_cluster(
         "prod",
         [
             (_app("a"), _rendered("a", cm)),
@@ -98,11 +100,44 @@ def test_an_object_rendered_twice_fails_every_app_involved() -> None:
             (_app("c"), _rendered("c", _obj("v1", "ConfigMap", "fine"))),
         ],
     )
-    assert [m.origin.app for m in manifests] == ["c"]
-    assert {e.app for e in errors} == {"a", "b"}
-    assert all(
-        "ConfigMap media/shared is rendered twice in cluster prod" in e.message for e in errors
+    shared = ObjectRef("", "ConfigMap", "media", "shared")
+    assert [(m.origin.app, m.ref.name) for m in assembled.manifests] == [
+        ("b", "mine"),
+        ("c", "fine"),
+    ]
+    assert assembled.errors == []
+    assert assembled.contested == {shared: {"a": "repo:f.yaml", "b": "repo:f.yaml"}}
+
+
+def test_an_object_three_apps_render_names_all_three() -> None:
+    cm = _obj("v1", "ConfigMap", "shared", "media")
+    assembled = assemble_cluster(
+        "prod", [(_app(name), _rendered(name, cm)) for name in ("a", "b", "c")]
     )
+    assert assembled.manifests == []
+    [by] = assembled.contested.values()
+    assert list(by) == ["a", "b", "c"]
+    desired = ClusterDesired("prod", (), ("a", "b", "c"), (), contested=assembled.contested)
+    assert shared_lines([desired], "b") == [
+        "cluster prod: ConfigMap media/shared is rendered by app a (repo:f.yaml) and "
+        "app b (repo:f.yaml) and app c (repo:f.yaml): shared, applied by none of them"
+    ]
+    assert shared_lines([desired], "other") == []
+
+
+def test_an_object_one_app_renders_twice_fails_that_app_alone() -> None:
+    cm = _obj("v1", "ConfigMap", "twice")
+    assembled = assemble_cluster(
+        "prod",
+        [
+            (_app("a"), _rendered("a", cm, cm, _obj("v1", "ConfigMap", "other"))),
+            (_app("c"), _rendered("c", _obj("v1", "ConfigMap", "fine"))),
+        ],
+    )
+    assert [m.origin.app for m in assembled.manifests] == ["c"]
+    assert [(e.app, e.cluster) for e in assembled.errors] == [("a", "prod")]
+    assert "ConfigMap media/twice is rendered twice in cluster prod" in assembled.errors[0].message
+    assert assembled.contested == {}
 
 
 def test_keys_use_the_api_group_not_the_version() -> None:

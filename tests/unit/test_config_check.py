@@ -45,6 +45,8 @@ def _config(tmp_path: Path, **tables: str) -> Path:
 # (table, setting, the key the message must name, what it must say)
 CASES = [
     ("daemon", "max_prune_share = 2", "daemon.max_prune_share", "from 0 to 1"),
+    ("daemon", "prune_floor = -1", "daemon.prune_floor", "0 or more"),
+    ("daemon", "prune_floor = 2.5", "daemon.prune_floor", "whole number"),
     ("daemon", "resync_interval_s = -5", "daemon.resync_interval_s", "seconds > 0"),
     ("daemon", "fetch_interval_s = inf", "daemon.fetch_interval_s", "seconds > 0"),
     ("daemon", "debounce_s = nan", "daemon.debounce_s", "seconds > 0"),

@@ -60,6 +60,18 @@ PROOFS: dict[str, list[str]] = {
         "tests/integration/test_mass_deletion_share.py::"
         "test_the_configured_prune_share_decides_what_one_sync_may_prune"
     ],
+    "daemon.prune_floor": [
+        "tests/integration/test_mass_deletion_share.py::"
+        "test_the_configured_prune_floor_lets_a_small_prune_through"
+    ],
+    "daemon.wave_timeout_s": [
+        "tests/integration/test_waves_hooks.py::"
+        "test_a_wave_that_never_becomes_healthy_times_out_with_a_finding"
+    ],
+    "daemon.hook_timeout_s": [
+        "tests/integration/test_waves_hooks.py::"
+        "test_a_hook_that_never_completes_times_out_and_stops_the_sync"
+    ],
     "repos[].name": [
         "tests/desired/test_catalogue.py::test_config_declared_apps_join_the_catalogue"
     ],

@@ -26,6 +26,7 @@ from reconciler.model import (
     Origin,
     Result,
     Source,
+    SyncRequest,
     api_group,
 )
 from reconciler.pairs import Pair, join
@@ -39,6 +40,8 @@ from reconciler.plan import (
     next_inventory,
     plan,
 )
+from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR
+from reconciler.report import FindingKind
 
 Obj = dict[str, Any]
 NS = "ai-platform"
@@ -190,7 +193,9 @@ def run(
     mode: Mode = "apply",
     render_failed: Iterable[str] = (),
     max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
+    prune_floor: int = DEFAULT_PRUNE_FLOOR,
     protected: Any = policy_protection,
+    requested: Mapping[str, SyncRequest] | None = None,
 ) -> Plan:
     """One app, incident-db, unless `apps` says otherwise; live objects given as git has them."""
     return plan(
@@ -205,6 +210,8 @@ def run(
         protected=protected,
         render_failed=frozenset(render_failed),
         max_prune_share=max_prune_share,
+        prune_floor=prune_floor,
+        requested=requested,
     )
 
 
@@ -396,41 +403,50 @@ def test_protected_kinds_are_not_pruned() -> None:
 
 
 @pytest.mark.parametrize(
-    ("desired", "failed", "why"),
-    [
-        ([], ["incident-db"], "render failed"),
-        ([], [], "render produced no objects"),
-        ([statefulset()], ["incident-db"], "render failed"),
-    ],
+    ("desired", "requested"),
+    [([], None), ([statefulset()], None), ([], {"incident-db": SyncRequest(prune=True)})],
 )
-def test_render_failure_blocks_prune(desired: list[Obj], failed: list[str], why: str) -> None:
+def test_render_failure_blocks_prune_even_when_confirmed(
+    desired: list[Obj], requested: Mapping[str, SyncRequest] | None
+) -> None:
     owned = [statefulset(), service()]
 
-    p = run(desired, live=owned, inventory=owned, render_failed=failed, max_prune_share=1.0)
+    p = run(
+        desired,
+        live=owned,
+        inventory=owned,
+        render_failed=["incident-db"],
+        max_prune_share=1.0,
+        requested=requested,
+    )
 
     assert p.writes == ()
     skipped = [a for a in p.actions if a.phase is Phase.PRUNE]
     assert skipped
-    assert all(a.result is Result.SKIPPED and why in a.reason for a in skipped)
-    assert p.notes["incident-db"] == (f"prune blocked: {why}",)
+    assert all(a.result is Result.SKIPPED and "render failed" in a.reason for a in skipped)
+    assert p.notes["incident-db"] == ("prune blocked: render failed",)
+    assert p.findings == ()  # nothing a person could confirm: the render must be fixed
 
 
-def test_losing_more_than_the_share_blocks_prune() -> None:
+def test_losing_more_than_the_share_past_the_floor_blocks_prune() -> None:
     owned = [statefulset(), service(), configmap(), deployment()]
 
-    half = run(owned[:2], live=owned, inventory=owned)
-    most = run(owned[:1], live=owned, inventory=owned)
-    allowed = run(owned[:1], live=owned, inventory=owned, max_prune_share=0.75)
+    half = run(owned[:2], live=owned, inventory=owned, prune_floor=0)
+    most = run(owned[:1], live=owned, inventory=owned, prune_floor=0)
+    allowed = run(owned[:1], live=owned, inventory=owned, max_prune_share=0.75, prune_floor=0)
+    small = run(owned[:1], live=owned, inventory=owned, prune_floor=3)
 
     assert names(a for a in half.actions if a.kind is ActionKind.PRUNE) == [
         "incident-api",
         "incident-db-init-sql",
     ]
     assert [a for a in most.actions if a.kind is ActionKind.PRUNE] == []
-    assert most.notes["incident-db"] == (
-        "prune blocked: mass-deletion guard: 3 of 4 objects would be pruned at once",
-    )
+    assert most.notes == {}
+    (finding,) = most.findings
+    assert finding.kind is FindingKind.PRUNE_BLOCKED
+    assert "mass-deletion guard: 3 of the app's 4 objects" in finding.message
     assert len([a for a in allowed.actions if a.kind is ActionKind.PRUNE]) == 3
+    assert len([a for a in small.actions if a.kind is ActionKind.PRUNE]) == 3, "within the floor"
 
 
 def test_prune_turned_off_reports_candidates() -> None:
@@ -558,8 +574,8 @@ def test_hooks_are_planned_in_their_phase_or_reported() -> None:
         (Phase.SYNC, ActionKind.NONE, "chart-test"),
         (Phase.SYNC, ActionKind.CREATE, "postgresql"),
         (Phase.SYNC, ActionKind.HOOK, "backrest-ssh-setup"),
-        (Phase.SYNC, ActionKind.NONE, "notify-failure"),
         (Phase.POST_SYNC, ActionKind.HOOK, "incident-db-init"),
+        (Phase.SYNC_FAIL, ActionKind.HOOK, "notify-failure"),
     ]
     actions = by_ref(p)
     assert actions[ref(init_job())].delete_policies == (DeletePolicy.BEFORE_HOOK_CREATION,)
@@ -571,7 +587,6 @@ def test_hooks_are_planned_in_their_phase_or_reported() -> None:
     assert actions[ref(configmap("local-only"))].reason == "hook Skip: not applied"
     assert actions[ref(configmap("local-only"))].result is Result.SKIPPED
     assert p.notes["incident-db"] == (
-        "Job.batch ai-platform/notify-failure: hook SyncFail is not supported, so it is not run",
         "Pod ai-platform/chart-test: hook helm.sh/hook=test is not supported, so it is not run",
     )
     assert not any(a.tracked for a in p.actions if a.ref != ref(statefulset()))

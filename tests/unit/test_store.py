@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import Change, Drift, DriftType, InventoryItem, ObjectRef
+from reconciler.pruneguard import AppTrace
 from reconciler.store import RunRecord, Store, StoreError
 
 WEB = ObjectRef("apps", "Deployment", "ai", "web")
@@ -106,3 +107,22 @@ def test_workers_can_write_from_several_threads(tmp_path: Path) -> None:
 def test_a_missing_database_opened_read_only_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"state\.db"):
         Store(tmp_path / "state.db", readonly=True)
+
+
+def test_an_app_is_remembered_while_it_holds_objects_and_forgotten_after(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    web = AppTrace("web", "agentic_lab", "apps/web.yaml", True)
+    old = AppTrace("old", "agentic_lab", "apps/old.yaml", False)
+    store.replace_inventory("agentic", [InventoryItem("web", WEB, "apps/v1")])
+    store.remember_apps("agentic", [web, old])
+    # `web` left the catalogue but holds an object; `old` holds none: forgotten.
+    store.remember_apps("agentic", [])
+    assert store.app_traces("agentic") == {"web": web}
+    assert store.app_traces("monit") == {}
+    # A sync of one app leaves the others' traces alone.
+    store.remember_apps("agentic", [old], scope={"old"})
+    store.replace_inventory("agentic", [])
+    store.remember_apps("agentic", [], scope={"old"})
+    assert store.app_traces("agentic") == {"web": web}
+    store.remember_apps("agentic", [])
+    assert store.app_traces("agentic") == {}
