@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,15 @@ def render_errors(desired: Desired) -> set[str]:
     return {e.app for e in desired.errors}
 
 
+# A hook or wave finding: the test clusters have no kubelet, so no hook Job completes.
+NO_KUBELET = re.compile(r"^(agentic|monit)/app \S+ \S+ \S+: (hook|wave): ")
+
+
 def check_stderr(stderr: str, failed_apps: set[str]) -> None:
-    """Every stderr line is a policy violation or the render error of an expected app."""
+    """Every stderr line is a policy violation, a hook or wave that cannot finish
+    without a kubelet, or the render error of an expected app."""
     for line in stderr.splitlines():
-        if line.startswith("policy violation: "):
+        if line.startswith("policy violation: ") or NO_KUBELET.match(line):
             continue
         assert any(line.startswith(f"app {app} ") for app in failed_apps), line
 
