@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 GO ?= go
 TESTENV_BIN := testenv/bin
 K8S_BINS := $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/kube-controller-manager
-TESTENV_BINS := $(K8S_BINS) $(TESTENV_BIN)/etcd $(TESTENV_BIN)/helm $(TESTENV_BIN)/victoria-logs
+TESTENV_BINS := $(K8S_BINS) $(TESTENV_BIN)/etcd $(TESTENV_BIN)/helm $(TESTENV_BIN)/victoria-logs \
+	$(TESTENV_BIN)/registry
 GOBUILD := $(GO) build -trimpath
 # Stamp the real release into the binaries (a module build cannot read it from git).
 K8S_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' testenv/k8s/go.mod)
@@ -44,6 +45,10 @@ $(TESTENV_BIN)/helm: testenv/helm/go.mod testenv/helm/go.sum
 
 $(TESTENV_BIN)/victoria-logs: testenv/victorialogs/go.mod testenv/victorialogs/go.sum
 	cd testenv/victorialogs && $(GOBUILD) -ldflags=-s -o ../bin/victoria-logs github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs
+
+# The CNCF distribution registry: OCI chart tests push to it and pull from it.
+$(TESTENV_BIN)/registry: testenv/registry/go.mod testenv/registry/go.sum
+	cd testenv/registry && $(GOBUILD) -ldflags=-s -o ../bin/registry github.com/distribution/distribution/v3/cmd/registry
 
 lint: install
 	$(BIN)/ruff check .

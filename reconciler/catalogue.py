@@ -38,7 +38,7 @@ from reconciler.render.arguments import (
     invalid_release_name,
 )
 from reconciler.tree import Tree
-from reconciler.urls import normalise_server, normalise_url
+from reconciler.urls import normalise_server, normalise_url, redact_url
 
 ARGO_GROUP = "argoproj.io"
 IN_CLUSTER = "in-cluster"
@@ -117,6 +117,17 @@ def build_catalogue(
             )
         )
     return _unique(apps, errors)
+
+
+def nothing_declared(config: Config) -> str | None:
+    """Why the catalogue of `config` is empty before any repository is read, or None:
+    a config that declares no apps is valid, but the commands say they had nothing to do."""
+    if config.apps or any(repo.apps for repo in config.repos):
+        return None
+    return (
+        "no apps: none of the repos declares an apps directory and the config declares "
+        "no [[apps]] (set `apps` of a [[repos]] to its directories of Applications)"
+    )
 
 
 def _unique(apps: list[App], errors: list[AppError]) -> Catalogue:
@@ -308,7 +319,13 @@ def _source(raw: Mapping[str, Any], ctx: _Context, key: str) -> Source:
         _check(f"{key}.targetRevision", revision, invalid_chart_version)
         _check(f"{key}.repoURL", url, invalid_chart_repo)
         return Source(
-            repo_url=url, target_revision=revision, chart=chart, helm=helm or HelmOptions()
+            repo_url=url, target_revision=revision, chart=chart, helm=helm or HelmOptions(), key=key
+        )
+    if url.startswith("oci://"):
+        # Argo CD 3.1 also syncs plain manifests from OCI artifacts; only charts are pulled.
+        raise _Invalid(
+            f"{key}.repoURL {redact_url(url)}: OCI sources are supported as Helm charts only "
+            "(set chart and targetRevision)"
         )
     repo = ctx.repos.get(normalise_url(url))
     if repo is None:

@@ -2,8 +2,9 @@
 
 Exit codes are part of the interface: 0 success, 1 some apps failed, 2 the
 configuration (or the command line) is invalid, or another reconciler holds
-the state; `run` exits 78 for both. Per-app errors go to stderr, one line each;
-results go to stdout. The commands that write the state (run, sync, check
+the state; `run` exits 78 for both. A config that declares no apps is valid: the
+commands say so on stderr and keep their codes. Per-app errors go to stderr, one
+line each; results go to stdout. The commands that write the state (run, sync, check
 --repin) hold its lock; render, status and check only read it, and diff only
 reads it while the daemon holds it, so they run beside the daemon.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import daemon, logs, requests, statedir, status
-from reconciler.catalogue import build_catalogue
+from reconciler.catalogue import build_catalogue, nothing_declared
 from reconciler.config import Config, check_files, load_config
 from reconciler.connect import check_connect
 from reconciler.desired import build_desired, open_sources, shared_lines, tools_for
@@ -175,6 +176,9 @@ def _main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         # systemd's RestartPreventExitStatus=78 (EX_CONFIG): a bad config is not retried.
         return EXIT_CONFIG if args.command == "run" else EXIT_INVALID
+    if args.command in ("check", "render", "diff", "sync") and (empty := nothing_declared(config)):
+        # Not an error (the exit code stays the command's own), but never silence.
+        print(empty, file=sys.stderr)
     cluster = getattr(args, "cluster", None)
     if cluster and config.cluster(cluster) is None:
         names = ", ".join(c.name for c in config.clusters)

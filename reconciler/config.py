@@ -27,6 +27,10 @@ from reconciler.waves import DEFAULT_HOOK_TIMEOUT_S, DEFAULT_WAVE_TIMEOUT_S
 
 DEFAULT_STATE_DIR = "/var/lib/reconciler"
 DEFAULT_REF = "refs/remotes/origin/main"
+# What a cluster's follow-up reconcile waits after the previous one ended (the default
+# of daemon.debounce_s): a stream of watch events (a controller writing status) then
+# makes one reconcile per gap at most, never back-to-back ones.
+FOLLOW_UP_GAP_S = 0.05
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$", re.IGNORECASE)
 _T = TypeVar("_T")
 
@@ -74,6 +78,8 @@ class RenderConfig:
     # Hosts that Helm `valueFiles` URLs and kustomize remote resources may name; a
     # commit can otherwise make the management host call any address.
     allow_remote: tuple[str, ...] = ()
+    # CA certificates trusted for chart pulls (HTTP and OCI) besides the system's.
+    chart_ca_file: Path | None = None
     # Bounds on what one app may make (output of a tool run, objects) and on the
     # sandboxed tool process (address space, CPU seconds).
     max_output_bytes: int = 64 * 1024 * 1024
@@ -90,7 +96,9 @@ class DaemonConfig:
     metrics_address: str | None = "127.0.0.1:9108"
     resync_interval_s: float = 300.0
     fetch_interval_s: float = 60.0
-    debounce_s: float = 1.0
+    # The least time from the end of one reconcile of a cluster to the start of the
+    # next; a trigger on an idle worker never waits (reconciler.daemon.Worker).
+    debounce_s: float = FOLLOW_UP_GAP_S
     retention_days: float = 14.0
     max_prune_share: float = 0.5
     # A prune of at most this many objects is never held by the share guard.
@@ -310,6 +318,8 @@ def check_files(config: Config) -> list[str]:
     for i, cluster in enumerate(config.clusters):
         need(cluster.kubeconfig, f"clusters[{i}].kubeconfig", "a readable kubeconfig file", _file)
     need(config.logs.ship_ca_file, "logs.ship_ca_file", "a readable CA certificate file", _file)
+    ca = config.render.chart_ca_file
+    need(ca, "render.chart_ca_file", "a readable file of PEM CA certificates", _pem_file)
     need(config.daemon.policies, "daemon.policies", "a directory of policy files", Path.is_dir)
     for key in ("helm", "kubectl"):
         binary = getattr(config.render, key)
@@ -323,6 +333,13 @@ def check_files(config: Config) -> list[str]:
 
 def _file(path: Path) -> bool:
     return path.is_file() and os.access(path, os.R_OK)
+
+
+def _pem_file(path: Path) -> bool:
+    try:
+        return _file(path) and b"-----BEGIN CERTIFICATE-----" in path.read_bytes()
+    except OSError:
+        return False
 
 
 # Bounds that keep a value meaningful and within what the scheduler and clocks handle.
@@ -342,6 +359,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         value = r.get(t, "daemon", key, _seconds, "a number of seconds > 0, at most a year")
         return value or default
 
+    gap = r.get(t, "daemon", "debounce_s", _gap, "0 or a number of seconds > 0, at most a year")
     share = r.get(t, "daemon", "max_prune_share", _share, "a number from 0 to 1")
     floor = r.get(t, "daemon", "prune_floor", _floor, "a whole number of objects, 0 or more")
     retention = r.get(t, "daemon", "retention_days", _days, "a number of days > 0, at most 36600")
@@ -350,7 +368,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         metrics_address=(address or None) if "metrics_address" in t else d.metrics_address,
         resync_interval_s=seconds("resync_interval_s", d.resync_interval_s),
         fetch_interval_s=seconds("fetch_interval_s", d.fetch_interval_s),
-        debounce_s=seconds("debounce_s", d.debounce_s),
+        debounce_s=d.debounce_s if gap is None else gap,
         retention_days=retention or d.retention_days,
         max_prune_share=d.max_prune_share if share is None else share,
         prune_floor=d.prune_floor if floor is None else floor,
@@ -415,6 +433,11 @@ def _seconds(value: Any) -> float | None:
     return float(value) if ok else None
 
 
+def _gap(value: Any) -> float | None:
+    ok = _number(value) and 0 <= value <= _MAX_SECONDS
+    return float(value) if ok else None
+
+
 def _days(value: Any) -> float | None:
     ok = _number(value) and 0 < value <= _MAX_DAYS
     return float(value) if ok else None
@@ -442,6 +465,7 @@ def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:
     max_bytes = r.get(t, "render", "max_file_bytes", _positive_int, "a whole number of bytes > 0")
     mirrors = _mirrors(r, t)
     allow_remote = r.get(t, "render", "allow_remote", _hosts, "a list of host names")
+    ca_file = r.get(t, "render", "chart_ca_file", _str, "a CA certificate file")
 
     def limit(key: str, default: int) -> int:
         return r.get(t, "render", key, _positive_int, "a whole number > 0") or default
@@ -453,6 +477,7 @@ def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:
         kubectl=binary("kubectl"),
         chart_mirrors=mirrors,
         allow_remote=allow_remote or (),
+        chart_ca_file=r.path(ca_file) if ca_file else None,
         max_output_bytes=limit("max_output_bytes", defaults.max_output_bytes),
         max_objects=limit("max_objects", defaults.max_objects),
         memory_limit_bytes=limit("memory_limit_bytes", defaults.memory_limit_bytes),

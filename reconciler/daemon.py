@@ -4,8 +4,11 @@ Events only decide *when* a cluster is reconciled; each reconcile starts from
 scratch (invariant 3). Triggers: a new commit on a tracked ref (watchfiles on
 each clone's git directory, and a periodic fetch), a watch event on a managed
 live object, and a periodic full resync. Each cluster has its own worker
-thread with its own debounce, so a slow or unreachable cluster never delays
-the others. Desired state is rendered once per commit change and shared.
+thread, so a slow or unreachable cluster never delays the others. A trigger
+on an idle worker starts a reconcile at once; triggers that arrive while it
+runs are coalesced into one follow-up, which starts `daemon.debounce_s` after
+the previous reconcile ended. Desired state is rendered once per commit change
+and shared.
 
 Every thread and job runs under `reconciler.supervise`: an unexpected exception
 is logged (redacted), counted, recorded and the part restarted with backoff;
@@ -19,6 +22,7 @@ import contextlib
 import datetime
 import functools
 import importlib.metadata
+import math
 import signal
 import threading
 import time
@@ -60,6 +64,12 @@ FLAP_REVERTS = 3
 FLAP_WINDOW_S = 600.0
 FLAP_BACKOFF_S = (60.0, 300.0, 1800.0)
 _GIT_TRIGGERS = {"HEAD", "FETCH_HEAD", "ORIG_HEAD", "packed-refs"}
+# A follow-up waits at most this long for the watch events of the last reconcile's writes.
+ECHO_WAIT_S = 2.0
+_WRITES = (Result.CREATED, Result.CONFIGURED, Result.PRUNED)
+# watchfiles yields a batch once no change came for its step (50 ms) or after this
+# long: a commit (lock file, ref, reflog) is one batch, and a ref renders at once.
+GIT_DEBOUNCE_MS = 50
 
 
 @dataclass
@@ -88,6 +98,42 @@ class _Flapping:
         self.held_until[ref] = at + FLAP_BACKOFF_S[min(strike, len(FLAP_BACKOFF_S) - 1)]
         self.reverts[ref] = []
         return True
+
+
+class _Echoes:
+    """The watch events of a reconcile's own writes. The follow-up waits for them (at
+    most ECHO_WAIT_S): the live cache must hold what was written, or the follow-up
+    would take the reconciler's own writes for drift and write them again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = False
+        self._seen: set[ObjectRef] = set()
+        self._awaited: set[ObjectRef] = set()
+        self.arrived = threading.Event()
+        self.arrived.set()
+
+    def reconciling(self) -> None:
+        with self._lock:
+            self._running, self._seen = True, set()
+
+    def seen(self, ref: ObjectRef) -> None:
+        with self._lock:
+            if self._running:
+                self._seen.add(ref)
+            self._awaited.discard(ref)
+            if not self._awaited:
+                self.arrived.set()
+
+    def wrote(self, report: Report | None) -> None:
+        """The reconcile ended; an event seen while it ran may be the echo of a write."""
+        written = {o.ref for o in report.outcomes if o.result in _WRITES} if report else set()
+        with self._lock:
+            self._running, self._awaited = False, written - self._seen
+            if self._awaited:
+                self.arrived.clear()
+            else:
+                self.arrived.set()
 
 
 class ClusterRecord:
@@ -128,7 +174,9 @@ class ClusterRecord:
 
 
 class Worker:
-    """Reconciles one cluster whenever it is triggered, debounced, until stopped.
+    """Reconciles one cluster whenever it is triggered, until stopped: at once when
+    idle; the triggers that arrive during a reconcile make one follow-up, which
+    starts `gap_s` after that reconcile ended, once the live cache holds its writes.
 
     It is handed only what it uses: its engine, the current desired state, its
     cluster's record, and the supervisor (whose stopping event ends it)."""
@@ -140,7 +188,7 @@ class Worker:
         record: ClusterRecord,
         supervisor: Supervisor,
         *,
-        debounce_s: float,
+        gap_s: float,
         stall_s: float,
     ) -> None:
         self.name = f"worker {engine.name}"  # its thread's and its supervised part's
@@ -148,7 +196,10 @@ class Worker:
         self._desired = desired
         self._record = record
         self._supervisor = supervisor
-        self._debounce_s = debounce_s
+        self._gap_s = gap_s
+        # When the last reconcile ended: a follow-up starts no sooner than `gap_s` after.
+        self._ended = -math.inf
+        self._echoes = _Echoes()
         self._stall_s = stall_s
         self.log = logs.get(cluster=engine.name)
         self._wake = threading.Event()
@@ -188,6 +239,7 @@ class Worker:
         self.trigger(f"sync request {request.app}")
 
     def on_change(self, ref: ObjectRef, event: str) -> None:
+        self._echoes.seen(ref)
         # Watch events on objects the reconciler does not manage are none of its business.
         if ref in self.managed:
             self.trigger(f"watch {event.lower()} {ref}")
@@ -203,11 +255,12 @@ class Worker:
             if self._waiting and not self._waiting & self.engine.cache.unlisted().keys():
                 self._waiting = frozenset()
                 self.trigger("kinds listable again")
-            self._wake.wait(timeout=1.0)
-            if stopping.is_set() or not self._wake.is_set():
+            if not self._wake.wait(timeout=1.0) or stopping.is_set():
                 continue
-            # Debounce: let a burst of events settle into one reconcile.
-            stopping.wait(self._debounce_s)
+            # A follow-up waits out the gap (so a stream of watch events never makes
+            # back-to-back reconciles) and the echoes of the last reconcile's writes.
+            stopping.wait(max(0.0, self._ended + self._gap_s - time.monotonic()))
+            self._echoes.arrived.wait(max(0.0, self._ended + ECHO_WAIT_S - time.monotonic()))
             with self._lock:
                 reasons, self._reasons = self._reasons, set()
                 self._wake.clear()
@@ -224,9 +277,12 @@ class Worker:
             self._record.request(request.record("running", self.engine.name))
         report: Report | None = None
         self._failure = "the reconcile stopped on an internal error: see the daemon's log"
+        self._echoes.reconciling()
         try:
             report = self._reconcile(reasons, asked)
         finally:
+            self._ended = time.monotonic()
+            self._echoes.wrote(report)
             self._answer(asked, report)
         return report
 
@@ -410,7 +466,7 @@ class Daemon:
             lambda: self.desired,
             ClusterRecord(engine.name, engine.mode, self.store, self.metrics),
             self.supervisor,
-            debounce_s=self.config.daemon.debounce_s,
+            gap_s=self.config.daemon.debounce_s,
             stall_s=self.stall_s,
         )
 
@@ -583,7 +639,7 @@ class Daemon:
             *paths,
             watch_filter=_git_ref_filter,
             stop_event=self.stopping,
-            debounce=int(self.config.daemon.debounce_s * 1000),
+            debounce=GIT_DEBOUNCE_MS,
             rust_timeout=1000,
             yield_on_timeout=True,
             raise_interrupt=False,

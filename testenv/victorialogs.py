@@ -11,27 +11,23 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from testenv.clusters import _die_with_parent, _reap, binary, free_port
+from testenv.clusters import binary
 from testenv.pki import CertAuthority, make_serving_cert
+from testenv.served import LoopbackServer
 
 
-class VictoriaLogs:
+class VictoriaLogs(LoopbackServer):
     """One single-node VictoriaLogs with its data in ``directory``."""
 
     def __init__(self, directory: Path, ca: CertAuthority | None = None) -> None:
-        self.directory = directory
+        super().__init__(directory, "victoria-logs")
         self.ca = ca
-        self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: TextIO | None = None
 
     @property
     def url(self) -> str:
@@ -39,10 +35,6 @@ class VictoriaLogs:
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=str(self.ca.cert_file)) if self.ca else None
-
-    @property
-    def log_file(self) -> Path:
-        return self.directory / "victoria-logs.log"
 
     def start(self, timeout: float = 30.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -55,41 +47,7 @@ class VictoriaLogs:
         if self.ca is not None:
             cert, key = make_serving_cert(self.ca, self.directory, "victoria-logs")
             argv += ["-tls", f"-tlsCertFile={cert}", f"-tlsKeyFile={key}"]
-        self._log = self.log_file.open("a", encoding="utf-8")
-        self._proc = subprocess.Popen(
-            argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-        self._wait_ready(time.monotonic() + timeout)
-
-    def stop(self, timeout: float = 3.0) -> None:
-        if self._proc is not None:
-            _reap([self._proc], timeout)
-            self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _wait_ready(self, deadline: float) -> None:
-        last = "not contacted"
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"victoria-logs exited with {self._proc.returncode}; see {self.log_file}"
-                )
-            try:
-                with urllib.request.urlopen(
-                    self.url + "/health", timeout=2, context=self._ssl_context()
-                ) as resp:
-                    if resp.read().strip() == b"OK":
-                        return
-            except OSError as exc:  # URLError is an OSError
-                last = str(exc)
-            time.sleep(0.1)
-        raise TimeoutError(f"victoria-logs not ready on {self.url} ({last})")
+        self._launch(argv, self.url + "/health", self._ssl_context(), timeout)
 
     def query(self, logsql: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Entries matching a LogsQL query, one dict per entry as VictoriaLogs returns them."""

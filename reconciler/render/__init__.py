@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reconciler.errors import RenderError
+from reconciler.errors import ReconcilerError, RenderError
 from reconciler.model import App, Source
 from reconciler.render.directory import render_directory
 from reconciler.render.helm import render_helm
@@ -28,9 +28,18 @@ def render_app(app: App, trees: Sequence[Tree | None], tools: Tools) -> list[Ren
     source's tree (None for a chart source), in the same order."""
     rendered: list[Rendered] = []
     for source, tree in zip(app.sources, trees, strict=True):
-        rendered.extend(_render_source(app, source, tree, trees, tools))
+        try:
+            rendered.extend(_render_source(app, source, tree, trees, tools))
+        except ReconcilerError as exc:
+            raise RenderError(_keyed(source.key, str(exc))) from None
         check_count(len(rendered), tools.max_objects, f"app {app.name}")
     return rendered
+
+
+def _keyed(key: str, message: str) -> str:
+    """`message` led by the key the Application declares the source at (`spec.source`,
+    `spec.sources[1]`), as the user wrote it, unless it already names it."""
+    return message if not key or message.startswith(key) else f"{key}: {message}"
 
 
 def _render_source(

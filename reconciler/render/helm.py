@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from reconciler.tree import Tree, clean_path
 from reconciler.urls import normalise_url, redact_url
 
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def helm_env(cache_dir: Path) -> dict[str, str]:
@@ -65,6 +67,30 @@ def _oci_reference(repo_url: str, chart: str) -> str | None:
     return None
 
 
+def pull_grant(pull_url: str, into: Path, tools: Tools) -> Grant:
+    """What a chart pull from `pull_url` may touch: `into` (in the chart cache), Helm's
+    home, the chart CA file, and TCP connections to the URL's port only (Landlock cannot tell
+    hosts apart, and registries send blob downloads to storage hosts on that port)."""
+    parsed = urllib.parse.urlsplit(pull_url if "://" in pull_url else f"oci://{pull_url}")
+    default = 80 if parsed.scheme == "http" else 443
+    return Grant(
+        read=(tools.chart_ca_file,) if tools.chart_ca_file else (),
+        write=(into, tools.cache_dir / "helm"),
+        network=True,
+        ports=(parsed.port or default,),
+    )
+
+
+def pull_env(tools: Tools) -> dict[str, str]:
+    """Helm's homes and, with [render] chart_ca_file, that file as Go's CA bundle: Go
+    reads it instead of the system's bundle file but still reads the system's
+    certificate directories, so the CA is trusted besides the system's, not instead."""
+    env = helm_env(tools.cache_dir)
+    if tools.chart_ca_file is not None:
+        env["SSL_CERT_FILE"] = str(tools.chart_ca_file)
+    return env
+
+
 def fetch_chart(repo_url: str, chart: str, version: str, helm: str, tools: Tools) -> Path:
     """The unpacked chart, pulled on first use and cached per repo+chart+version."""
     key = hashlib.sha256(normalise_url(repo_url).encode()).hexdigest()[:16]
@@ -73,6 +99,7 @@ def fetch_chart(repo_url: str, chart: str, version: str, helm: str, tools: Tools
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     pull_url = tools.chart_mirrors.get(normalise_url(repo_url), repo_url)
+    unavailable = f"chart not available: {chart} {version} from {redact_url(repo_url)}"
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".pull-") as tmp:
         oci = _oci_reference(pull_url, chart)
         where = [f"--repo={pull_url}"] if oci is None else []
@@ -89,24 +116,28 @@ def fetch_chart(repo_url: str, chart: str, version: str, helm: str, tools: Tools
         ]
         try:
             # The one render step with network: a pull the reconciler itself asks for.
-            grant = Grant(write=(dest.parent, tools.cache_dir / "helm"), network=True)
-            run_tool(argv, tools, "helm pull", grant, env=helm_env(tools.cache_dir))
+            grant = pull_grant(pull_url, dest.parent, tools)
+            run_tool(argv, tools, "helm pull", grant, env=pull_env(tools))
         except RenderError as exc:
-            raise RenderError(
-                f"chart not available: {chart} {version} from {redact_url(repo_url)} ({exc})"
-            ) from None
+            raise RenderError(f"{unavailable} ({exc}){_tls_hint(str(exc))}") from None
         pulled = Path(tmp) / chart
         if not (pulled / "Chart.yaml").is_file():
-            raise RenderError(
-                f"chart not available: {chart} {version} from "
-                f"{redact_url(repo_url)} (the download holds no chart {chart})"
-            )
+            raise RenderError(f"{unavailable} (the download holds no chart {chart})")
         try:
             os.rename(pulled, dest)
         except OSError:
             if not dest.is_dir():  # otherwise another render cached it first
                 raise
     return dest
+
+
+def _tls_hint(message: str) -> str:
+    if "x509:" not in message and "tls:" not in message:
+        return ""
+    return (
+        "; the server's TLS certificate is not trusted: its CA must be in the system's "
+        "CA certificates or in [render] chart_ca_file"
+    )
 
 
 def render_helm(
@@ -146,7 +177,10 @@ def render_helm(
         if options.skip_tests:
             argv.append("--skip-tests")
         for i, name in enumerate(options.value_files):
-            value_file = _value_file(name, i, app, trees, chart_dir, root, Path(tmp), tools)
+            key = ".".join(filter(None, [source.key, f"helm.valueFiles[{i}]"]))
+            where = f"{key}: value file"
+            local = Path(tmp) / f"values-{i}.yaml"
+            value_file = _value_file(name, where, app, trees, tree, chart_dir, root, local, tools)
             argv.append(f"--values={value_file}")
         inline = _inline_values(options)
         if inline is not None:
@@ -178,36 +212,62 @@ def _inline_values(options: HelmOptions) -> str | None:
 
 def _value_file(
     name: str,
-    index: int,
+    where: str,
     app: App,
     trees: Sequence[Tree | None],
+    tree: Tree | None,
     chart_dir: Path,
     root: Path,
-    tmp: Path,
+    local: Path,
     tools: Tools,
 ) -> str:
-    """A path helm can read for one `valueFiles` entry: `$ref/path` from a ref source's
-    repo, a URL fetched if [render] allow_remote names its host, otherwise a file of
-    the checkout (which must stay inside it)."""
+    """A path helm can read for one `valueFiles` entry (`where` names it in messages:
+    its key, as the Application wrote it): `$ref/path` from a ref source's repo, an
+    http(s) URL fetched to `local` if [render] allow_remote names its host, otherwise a
+    file of the checkout (which must stay inside it). Other URL schemes belong to Helm
+    downloader plugins (helm-secrets, helm-s3, helm-git), which are refused by name."""
     if name.startswith("$"):
         ref, _, path = name[1:].partition("/")
         found = next((i for i, s in enumerate(app.sources) if s.ref == ref), None)
         if found is None:
-            raise RenderError(f"value file {name}: no source of this app has ref {ref!r}")
-        tree = trees[found]
-        if tree is None:
-            raise RenderError(f"value file {name}: repo {app.sources[found].repo} is not available")
-        local = tmp / f"values-{index}.yaml"
-        local.write_bytes(read_limited(tree, clean_path(path), tools.max_file_bytes))
+            raise RenderError(f"{where} {name}: no source of this app has ref {ref!r}")
+        ref_tree = trees[found]
+        if ref_tree is None:
+            raise RenderError(f"{where} {name}: repo {app.sources[found].repo} is not available")
+        local.write_bytes(read_limited(ref_tree, clean_path(path), tools.max_file_bytes))
         return str(local)
+    scheme = _SCHEME.match(name)
+    if scheme is not None and scheme["scheme"].lower() not in ("http", "https"):
+        raise RenderError(f"{where} {_plugin_refusal(name, scheme['scheme'])}")
     if is_url(name):
-        local = tmp / f"values-{index}.yaml"
-        data = fetch(name, tools.allow_remote, "value file", tools.max_file_bytes, tools.timeout)
+        data = fetch(name, tools.allow_remote, where, tools.max_file_bytes, tools.timeout)
         local.write_bytes(data)
         return str(local)
     local_path = (chart_dir / name).resolve()
     if not local_path.is_relative_to(root.resolve()):
-        raise RenderError(f"value file {name} leaves the chart")
+        raise RenderError(f"{where} {name} leaves the chart")
+    if tree is not None:
+        # Through the commit's tree, so an object the repository lacks says so.
+        path = local_path.relative_to(root.resolve()).as_posix()
+        if tree.kind(path) == "file":
+            check_size(tree, path, tools.max_file_bytes)
     if not local_path.is_file():
-        raise RenderError(f"value file {name} does not exist in the chart")
+        raise RenderError(f"{where} {name} does not exist in the chart")
     return str(local_path)
+
+
+def _plugin_refusal(name: str, scheme: str) -> str:
+    """Why a `valueFiles` entry of a Helm downloader plugin's scheme is refused."""
+    try:
+        shown = redact_url(name)
+    except ValueError:
+        shown = f"{scheme}://..."
+    if scheme.lower().partition("+")[0] == "secrets":
+        return (
+            f"{shown}: helm-secrets plugin value files ({scheme}://) are not supported; "
+            "decrypt them outside the repository or use a Secret"
+        )
+    return (
+        f"{shown}: value files by URL scheme {scheme}:// (a Helm downloader plugin) are not "
+        "supported; only http and https URLs are fetched, from hosts in [render] allow_remote"
+    )

@@ -68,6 +68,9 @@ def render_kustomize(app: App, source: Source, tree: Tree, tools: Tools) -> list
             f"kustomize build of {base or '.'} failed",
             # Network only for remote bases, which [render] allow_remote vetted.
             Grant(read=(root,), network=bool(tools.allow_remote)),
+            # git, run for remote bases, must not need /etc/gitconfig: the sandbox hides
+            # /etc, and git stops at a system config it cannot read.
+            env={"GIT_CONFIG_NOSYSTEM": "1"},
             secrets=lambda: app_secret_values(tree, base),
         )
         if cached is not None:

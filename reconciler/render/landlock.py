@@ -19,7 +19,7 @@ import os
 import platform
 import stat
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 # landlock_create_ruleset, landlock_add_rule, landlock_restrict_self: the same numbers
@@ -27,6 +27,7 @@ from pathlib import Path
 _SYSCALLS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
+_RULE_NET_PORT = 2
 PR_SET_NO_NEW_PRIVS = 38
 
 _EXECUTE = 1 << 0
@@ -37,7 +38,8 @@ _MAKE_AND_REMOVE = sum(1 << bit for bit in range(4, 13))  # remove dir/file, mak
 _REFER = 1 << 13  # ABI 2
 _TRUNCATE = 1 << 14  # ABI 3
 _IOCTL_DEV = 1 << 15  # ABI 5
-_NET_TCP = (1 << 0) | (1 << 1)  # bind, connect: ABI 4
+_NET_CONNECT = 1 << 1
+_NET_TCP = (1 << 0) | _NET_CONNECT  # bind, connect: ABI 4
 _SCOPES = (1 << 0) | (1 << 1)  # abstract unix sockets, signals: ABI 6
 
 READ = _READ_FILE | _READ_DIR
@@ -72,16 +74,19 @@ def _all_fs_rights(version: int) -> int:
     return rights
 
 
-def ruleset(version: int, rules: Mapping[Path, int], network: bool) -> int:
+def ruleset(
+    version: int, rules: Mapping[Path, int], network: bool, ports: Collection[int] = ()
+) -> int:
     """A ruleset descriptor granting each path of `rules` its rights (READ, RUN or
-    WRITE) and nothing else; without `network`, no TCP bind or connect either (ABI 4
-    and later). Missing paths are left out. The caller closes the descriptor."""
+    WRITE) and nothing else; without `network`, no TCP bind or connect either, and with
+    `network` and `ports`, TCP connects to those ports only (ABI 4 and later). Missing
+    paths are left out. The caller closes the descriptor."""
     assert _numbers is not None and version > 0
     handled = _all_fs_rights(version)
     # struct landlock_ruleset_attr grew with the ABI: handled_access_fs, _net, scoped.
     fields = [handled]
     if version >= 4:
-        fields.append(0 if network else _NET_TCP)
+        fields.append(_NET_TCP if ports or not network else 0)
     if version >= 6:
         fields.append(_SCOPES)
     attr = struct.pack(f"={len(fields)}Q", *fields)
@@ -91,6 +96,9 @@ def ruleset(version: int, rules: Mapping[Path, int], network: bool) -> int:
     try:
         for path, rights in rules.items():
             _allow(fd, path, rights & handled)
+        if version >= 4 and network:
+            for port in ports:
+                _allow_connect(fd, port)
     except BaseException:
         os.close(fd)
         raise
@@ -106,15 +114,22 @@ def _allow(ruleset_fd: int, path: Path, rights: int) -> None:
         if not stat.S_ISDIR(os.fstat(target).st_mode):
             rights &= _FILE_RIGHTS
         # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd.
-        attr = struct.pack("=Qi", rights, target)
-        add_rule = _long(_numbers[1] if _numbers else 0)
-        done = _syscall(
-            add_rule, _long(ruleset_fd), _long(_RULE_PATH_BENEATH), ctypes.c_char_p(attr), _long(0)
-        )
-        if done < 0:
-            raise _error(f"landlock_add_rule {path}")
+        _add_rule(ruleset_fd, _RULE_PATH_BENEATH, struct.pack("=Qi", rights, target), str(path))
     finally:
         os.close(target)
+
+
+def _allow_connect(ruleset_fd: int, port: int) -> None:
+    # struct landlock_net_port_attr: u64 allowed_access, u64 port.
+    attr = struct.pack("=QQ", _NET_CONNECT, port)
+    _add_rule(ruleset_fd, _RULE_NET_PORT, attr, f"tcp port {port}")
+
+
+def _add_rule(ruleset_fd: int, rule_type: int, attr: bytes, what: str) -> None:
+    add_rule = _long(_numbers[1] if _numbers else 0)
+    done = _syscall(add_rule, _long(ruleset_fd), _long(rule_type), ctypes.c_char_p(attr), _long(0))
+    if done < 0:
+        raise _error(f"landlock_add_rule {what}")
 
 
 Restrictor = tuple[Callable[..., int], tuple[ctypes.c_long, ...]]

@@ -26,6 +26,7 @@ MARKER = "<redacted>"
 MAX_LINES = 5
 MAX_CHARS = 1000
 _MAX_LINE = 400
+_LINE_HEAD = 120  # of a longer line, its start (what failed) and its end (the root cause)
 _MIN_SECRET = 3  # shorter values would blank out ordinary words and are weak anyway
 
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL)
@@ -48,6 +49,14 @@ _FROM_LITERAL = re.compile(r"(?P<key>--from-literal[= ][^=\s]+=)\S+")
 _BLOB = re.compile(r"[A-Za-z0-9+/_-]{32,}={0,2}")
 # Where a Go crash stops saying why and starts dumping goroutines and registers.
 _CRASH_DUMP = re.compile(r"^(goroutine \d+ |runtime stack:|\[signal )")
+# Lines that say what went wrong, in the words helm, kustomize, git and Go use.
+_CAUSE = re.compile(
+    r"(?i)error|fatal|fail|cannot|can't|unable|not found|no such|denied|refused|invalid"
+    r"|not allowed|unknown|missing|panic|timeout|timed out|exit status"
+)
+# Advice and chatter that name no cause: Helm's hint printed after a YAML parse error,
+# klog's info and warning lines.
+_NOISE = re.compile(r"^(Use --debug flag|[IW]\d{4} \d\d:\d\d:\d\d)")
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -84,22 +93,36 @@ def _spellings(secrets: Iterable[str]) -> Iterator[str]:
 
 
 def tool_message(stderr: bytes, secrets: Iterable[str] = ()) -> str:
-    """The meaningful part of a failed tool's stderr, redacted: its error lines (else
-    its last lines), at most MAX_LINES of them and about MAX_CHARS characters."""
+    """The meaningful part of a failed tool's stderr, redacted: the lines that name a
+    cause (else its last lines), at most MAX_LINES of them and about MAX_CHARS
+    characters; a long line keeps its start and its end, where Go's wrapped errors
+    put the root cause."""
     text = redact_text(stderr.decode("utf-8", "replace"), secrets)
-    lines = []
-    for line in text.splitlines():
-        if _CRASH_DUMP.match(line):
+    lines: list[str] = []
+    for raw in text.splitlines():
+        if _CRASH_DUMP.match(raw):
             break
-        if line.strip():
-            lines.append(line.strip())
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    chosen = (errors or lines)[-MAX_LINES:]
+        line = raw.strip()
+        if not line or _NOISE.match(line) or (lines and line == lines[-1]):
+            continue
+        if line.startswith(":") and lines:
+            # A wrapped error whose inner message ended in a newline (git's `fatal: ...\n`
+            # then kustomize's `: exit status 128`): one error, one line.
+            lines[-1] += line
+        else:
+            lines.append(line)
+    causes = [ln for ln in lines if _CAUSE.search(ln)]
+    chosen = (causes or lines)[-MAX_LINES:]
     if not chosen:
         return "failed without a message"
-    chosen = [ln if len(ln) <= _MAX_LINE else ln[:_MAX_LINE] + "..." for ln in chosen]
-    message = " | ".join(chosen)
+    message = " | ".join(map(_bounded, chosen))
     return message if len(message) <= MAX_CHARS else "..." + message[-MAX_CHARS:]
+
+
+def _bounded(line: str) -> str:
+    if len(line) <= _MAX_LINE:
+        return line
+    return f"{line[:_LINE_HEAD]} ... {line[-(_MAX_LINE - _LINE_HEAD) :]}"
 
 
 def app_secret_values(tree: Tree, base: str) -> list[str]:

@@ -74,6 +74,8 @@ class Grant:
     read: tuple[Path, ...] = ()
     write: tuple[Path, ...] = ()
     network: bool = False  # only for fetches the reconciler itself asks for
+    # With network: the TCP ports it may connect to (Landlock ABI >= 4); empty: any.
+    ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def spawn(
         rules[binary] = landlock.RUN
         rules.update({p: landlock.READ for p in grant.read})
         rules.update({p: landlock.WRITE for p in (*grant.write, private, Path(DEV_NULL))})
-        ruleset = landlock.ruleset(found.landlock_abi, rules, grant.network)
+        ruleset = landlock.ruleset(found.landlock_abi, rules, grant.network, grant.ports)
     try:
         rlimits = _rlimits(limits)
         isolate = 0 if grant.network or not found.network_namespace else _CLONE_NEWUSER

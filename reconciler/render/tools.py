@@ -42,6 +42,7 @@ class Tools:
     cache_dir: Path  # charts and Helm's own home live here, never in the user's home
     chart_mirrors: Mapping[str, str] = field(default_factory=dict)  # normalised URL -> mirror
     allow_remote: tuple[str, ...] = _DEFAULTS.allow_remote
+    chart_ca_file: Path | None = _DEFAULTS.chart_ca_file
     max_output_bytes: int = _DEFAULTS.max_output_bytes
     max_objects: int = _DEFAULTS.max_objects
     memory_limit_bytes: int = _DEFAULTS.memory_limit_bytes
@@ -59,6 +60,7 @@ class Tools:
             cache_dir=cache_dir,
             chart_mirrors=render.chart_mirrors,
             allow_remote=render.allow_remote,
+            chart_ca_file=render.chart_ca_file,
             max_output_bytes=render.max_output_bytes,
             max_objects=render.max_objects,
             memory_limit_bytes=render.memory_limit_bytes,

@@ -14,6 +14,9 @@ import re
 import shutil
 import tempfile
 import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +32,7 @@ from reconciler.urls import redact_url
 _REMOTE_REF = re.compile(r"^refs/remotes/([^/]+)/(.+)$")
 _MAX_SYMLINK_HOPS = 16
 _SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
+_OID = re.compile(r"\b[0-9a-f]{40}\b")
 # libgit2 otherwise waits for the OS TCP timeout when a remote is unreachable.
 pygit2.settings.server_connect_timeout = 10_000
 pygit2.settings.server_timeout = 60_000
@@ -55,6 +59,7 @@ class GitTree:
         self._checkouts = checkouts
         # Trees of several commits of one repository object share its lock.
         self._lock = lock or threading.RLock()
+        self._incomplete: Path | None = None  # this render's checkout lacking unreadable objects
 
     @property
     def repo(self) -> str:
@@ -66,6 +71,25 @@ class GitTree:
 
     def _where(self, path: str) -> str:
         return f"{path or '.'} at commit {self._commit[:12]} of repo {self._repo_name}"
+
+    @contextmanager
+    def _reading(self, path: str) -> Iterator[None]:
+        """Under the lock; an object the database lacks (a partial clone, a lost loose
+        object, a corrupt pack) is a TreeError about `path`, so only the apps that need
+        `path` fail."""
+        with self._lock:
+            try:
+                yield
+            except (pygit2.GitError, KeyError) as exc:
+                raise self._unreadable(path, exc) from None
+
+    def _unreadable(self, path: str, exc: Exception) -> TreeError:
+        oid = _OID.search(str(exc))
+        which = f"git object {oid[0]}" if oid else "a git object"
+        return TreeError(
+            f"cannot read {self._where(path)}: {which} is missing from the repository "
+            "(a partial clone or a corrupt pack? `git fsck` in the clone tells)"
+        )
 
     def _resolve(self, path: str) -> pygit2.Object | None:
         """The object at `path`, following symlinks as the filesystem will once the
@@ -126,7 +150,7 @@ class GitTree:
         return obj
 
     def kind(self, path: str) -> EntryKind:
-        with self._lock:
+        with self._reading(path):
             obj = self._resolve(path)
         if isinstance(obj, pygit2.Tree):
             return "dir"
@@ -135,22 +159,22 @@ class GitTree:
         return "missing"
 
     def _blob(self, path: str) -> pygit2.Blob:
-        with self._lock:
+        with self._reading(path):
             obj = self._resolve(path)
         if not isinstance(obj, pygit2.Blob):
             raise TreeError(f"no file {self._where(path)}")
         return obj
 
     def size(self, path: str) -> int:
-        with self._lock:
+        with self._reading(path):
             return self._blob(path).size
 
     def read(self, path: str) -> bytes:
-        with self._lock:
+        with self._reading(path):
             return self._blob(path).data
 
     def files(self, path: str, recurse: bool) -> list[str]:
-        with self._lock:
+        with self._reading(path):
             top = self._resolve(path)
             if not isinstance(top, pygit2.Tree):
                 raise TreeError(f"no directory {self._where(path)}")
@@ -168,23 +192,36 @@ class GitTree:
                     found.append(child)
             elif isinstance(entry, pygit2.Tree):
                 if recurse:
-                    self._collect(entry, child, recurse, found)
+                    try:
+                        self._collect(entry, child, recurse, found)
+                    except (pygit2.GitError, KeyError) as exc:
+                        raise self._unreadable(child, exc) from None  # the deepest one
             elif isinstance(entry, pygit2.Blob):
                 found.append(child)
 
     def materialise(self) -> Path:
         """Write the commit's files once into state_dir; commits are immutable, so the
-        directory is reused by every later render of the same commit."""
+        directory is reused by every later render of the same commit.
+
+        Objects the repository lacks are left out, so the apps that do not need them
+        still render (those that do fail reading them first: size, read, files). Such
+        a checkout serves this tree alone and is removed with it, never reused: the
+        objects may arrive with the next fetch."""
         # `.2`: checkouts written before links were resolved as the kernel resolves them
         # may hold escaping links, so they are never reused.
         dest = self._checkouts / self._repo_name / f"{self._commit}.2"
         with self._lock:
+            if self._incomplete is not None:
+                return self._incomplete
             if dest.is_dir():
                 return dest
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
             try:
-                self._write(self._root, tmp, "")
+                if not self._write(self._root, tmp, ""):
+                    self._incomplete = tmp
+                    weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
+                    return tmp
                 os.rename(tmp, dest)
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -192,28 +229,38 @@ class GitTree:
                     raise
         return dest
 
-    def _write(self, tree: pygit2.Tree, root: Path, base: str) -> None:
+    def _write(self, tree: pygit2.Tree, root: Path, base: str) -> bool:
+        """Whether every object under `tree` could be written."""
+        complete = True
         for entry in tree:
             name = entry.name or ""
             rel = f"{base}/{name}" if base else name
-            target = root / rel
-            if entry.filemode == FileMode.LINK:
-                assert isinstance(entry, pygit2.Blob)
-                try:
-                    inside = self._resolve(rel) is not None
-                except TreeError:
-                    inside = False  # apps that read it get the TreeError instead
-                # Only links whose whole chain ends inside the repository are written, so
-                # the kernel, following them for helm or kustomize, lands where _resolve did.
-                if inside:
-                    os.symlink(entry.data.decode("utf-8", "replace"), target)
-            elif isinstance(entry, pygit2.Tree):
-                target.mkdir()
-                self._write(entry, root, rel)
-            elif isinstance(entry, pygit2.Blob):
-                target.write_bytes(entry.data)
-                if entry.filemode == FileMode.BLOB_EXECUTABLE:
-                    target.chmod(0o755)
+            try:
+                complete &= self._write_entry(entry, root, rel)
+            except (pygit2.GitError, KeyError):
+                complete = False
+        return complete
+
+    def _write_entry(self, entry: pygit2.Object, root: Path, rel: str) -> bool:
+        target = root / rel
+        if entry.filemode == FileMode.LINK:
+            assert isinstance(entry, pygit2.Blob)
+            try:
+                inside = self._resolve(rel) is not None
+            except TreeError:
+                inside = False  # apps that read it get the TreeError instead
+            # Only links whose whole chain ends inside the repository are written, so
+            # the kernel, following them for helm or kustomize, lands where _resolve did.
+            if inside:
+                os.symlink(entry.data.decode("utf-8", "replace"), target)
+        elif isinstance(entry, pygit2.Tree):
+            target.mkdir()
+            return self._write(entry, root, rel)
+        elif isinstance(entry, pygit2.Blob):
+            target.write_bytes(entry.data)
+            if entry.filemode == FileMode.BLOB_EXECUTABLE:
+                target.chmod(0o755)
+        return True
 
 
 @dataclass(frozen=True)

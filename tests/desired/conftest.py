@@ -99,6 +99,25 @@ def _serve(directory: Path) -> Iterator[str]:
         server.server_close()
 
 
+def package_chart(helm: str, work: Path, chart: str, version: str, destination: Path) -> Path:
+    """A tiny chart (one ConfigMap of CHART_TEMPLATE), packaged into `destination` by the
+    real helm; its .tgz."""
+    source = work / f"{chart}-{version}" / chart
+    (source / "templates").mkdir(parents=True)
+    (source / "Chart.yaml").write_text(
+        yaml.safe_dump({"apiVersion": "v2", "name": chart, "version": version})
+    )
+    (source / "values.yaml").write_text("fromChartDefaults: true\n")
+    (source / "templates" / "configmap.yaml").write_text(CHART_TEMPLATE)
+    subprocess.run(
+        [helm, "package", str(source), "--destination", str(destination)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return destination / f"{chart}-{version}.tgz"
+
+
 @pytest.fixture(scope="session")
 def chart_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartRepo]:
     """A Helm repository holding a tiny chart for every chart+version the fixture
@@ -113,19 +132,7 @@ def chart_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartRepo]:
         for s in chart_sources(app)
     }
     for chart, version in sorted({(c, v) for _, c, v in wanted}):
-        source = work / "src" / f"{chart}-{version}" / chart
-        (source / "templates").mkdir(parents=True)
-        (source / "Chart.yaml").write_text(
-            yaml.safe_dump({"apiVersion": "v2", "name": chart, "version": version})
-        )
-        (source / "values.yaml").write_text("fromChartDefaults: true\n")
-        (source / "templates" / "configmap.yaml").write_text(CHART_TEMPLATE)
-        subprocess.run(
-            [helm, "package", str(source), "--destination", str(served)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        package_chart(helm, work / "src", chart, version, served)
     for url in _serve(served):
         subprocess.run(
             [helm, "repo", "index", str(served), "--url", url],

@@ -47,6 +47,10 @@ PROOFS: dict[str, list[str]] = {
     "logs.ship_ca_file": [
         "tests/integration/test_log_shipping.py::test_https_is_verified_against_the_configured_ca"
     ],
+    "render.chart_ca_file": [
+        "tests/desired/test_oci_charts.py::test_a_chart_from_an_oci_registry_renders_and_is_pulled_once",
+        "tests/desired/test_oci_charts.py::test_reconciler_check_names_a_chart_ca_file_that_holds_no_certificate",
+    ],
     "render.timeout_seconds": [
         "tests/faults/test_render_faults.py::test_a_hanging_render_times_out_that_app_only"
     ],
@@ -308,10 +312,11 @@ def test_the_schedule_follows_the_configured_intervals(tmp_path: Path, built: li
 
 
 @proves("daemon.debounce_s")
-def test_a_trigger_waits_the_configured_debounce_before_reconciling(
+def test_a_follow_up_reconcile_waits_the_configured_gap_and_the_first_none(
     tmp_path: Path, built: list[Daemon]
 ) -> None:
-    def delay(debounce: float) -> float:
+    def delays(debounce: float) -> tuple[float, float]:
+        """(trigger -> first reconcile, end of the first -> start of its follow-up)"""
         d = _daemon(
             built,
             _config(
@@ -319,17 +324,27 @@ def test_a_trigger_waits_the_configured_debounce_before_reconciling(
             ),
         )
         worker = d.workers["agentic"]
-        called = threading.Event()
-        worker.reconcile = lambda reasons: called.set()  # type: ignore[method-assign]
-        worker.start()
-        started = time.monotonic()
-        worker.trigger("test")
-        assert called.wait(10)
-        d.stopping.set()
-        return time.monotonic() - started
+        starts: list[float] = []
+        followed = threading.Event()
 
-    assert delay(1.5) >= 1.5
-    assert delay(0.05) < 1.0
+        def reconcile(_reasons: set[str], _asked: object) -> None:
+            starts.append(time.monotonic())
+            if len(starts) == 1:
+                worker.trigger("during the first")
+            else:
+                followed.set()
+
+        worker._reconcile = reconcile  # type: ignore[method-assign,assignment]
+        worker.start()
+        triggered = time.monotonic()
+        worker.trigger("test")
+        assert followed.wait(10)
+        d.stopping.set()
+        return starts[0] - triggered, starts[1] - starts[0]
+
+    first, follow_up = delays(1.5)
+    assert first < 1.0 and follow_up >= 1.5
+    assert delays(0)[1] < 1.0
 
 
 @proves("daemon.metrics_address")

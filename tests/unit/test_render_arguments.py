@@ -41,9 +41,21 @@ from reconciler.render.remote import check_remote, is_url, remote_host
             [
                 "https://charts.jetstack.io",
                 "oci://ghcr.io/org",
+                "oci://127.0.0.1:5000/charts/",
+                "oci://[::1]:5000/c",
                 "registry-1.docker.io/bitnamicharts",
             ],
-            ["--post-renderer=/bin/sh", "file:///etc", "ftp://x/y", "https://", "a b"],
+            [
+                "--post-renderer=/bin/sh",
+                "file:///etc",
+                "ftp://x/y",
+                "https://",
+                "a b",
+                "oci://",
+                "oci://u:pw@ghcr.io/org",
+                "oci://ghcr.io/Org",
+                "oci://h/x?y",
+            ],
         ),
         (
             invalid_parameter_name,

@@ -89,6 +89,38 @@ def test_tool_message_keeps_the_error_lines_not_only_the_last() -> None:
     )
 
 
+def test_tool_message_keeps_the_cause_a_wrapped_error_puts_on_its_next_lines() -> None:
+    stderr = (
+        "I1202 01:01:57.965371 5598 log.go:244] Warning: the 'git::' prefix is deprecated\n"
+        "error: accumulating resources: " + "accumulation err=" * 40 + "failed to run "
+        "'git fetch': fatal: unable to access 'https://h/r/': Couldn't connect to server\n"
+        ": exit status 128\n"
+    ).encode()
+    message = tool_message(stderr)
+    assert message.startswith("error: accumulating resources: accumulation err=")
+    assert message.endswith(
+        "fatal: unable to access 'https://h/r/': Couldn't connect to server: exit status 128"
+    )
+    assert " ... " in message and "Warning" not in message
+
+
+def test_tool_message_keeps_helms_parse_error_and_drops_its_debug_hint() -> None:
+    stderr = (
+        b"Error: YAML parse error on c/templates/cm.yaml: error converting YAML to JSON: "
+        b"yaml: line 7: mapping values are not allowed in this context\n\n"
+        b"Use --debug flag to render out invalid YAML\n"
+    )
+    assert tool_message(stderr) == (
+        "Error: YAML parse error on c/templates/cm.yaml: error converting YAML to JSON: "
+        "yaml: line 7: mapping values are not allowed in this context"
+    )
+
+
+def test_tool_message_says_a_repeated_line_once() -> None:
+    stderr = b"warning: unable to access '/etc/gitconfig'\n" * 2 + b"fatal: no config\n"
+    assert tool_message(stderr) == "warning: unable to access '/etc/gitconfig' | fatal: no config"
+
+
 def test_tool_message_is_bounded() -> None:
     stderr = "\n".join(f"error {i}: " + "x" * 300 for i in range(50)).encode()
     message = tool_message(stderr)
