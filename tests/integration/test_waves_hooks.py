@@ -330,4 +330,6 @@ def test_the_daemon_logs_each_step_in_order_with_its_wait(make_lab: Any, tmp_pat
         ("Sync", 1, 1),
     ]
     assert logged[1]["waited_s"] >= 1.5, "wave 0 waited for the PreSync Job"
-    assert logged[0]["waited_s"] == 0.0
+    # Before its PreSync hook the app waits only for the namespace it has just created
+    # (CreateNamespace=true) to show in the live view: a moment, never the Job's 2 s.
+    assert logged[0]["waited_s"] < 1.0, logged[0]
