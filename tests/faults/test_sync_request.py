@@ -49,7 +49,12 @@ def test_a_manual_app_is_reported_by_the_daemon_and_synced_on_request(fault_lab:
     event = daemon.wait_event("sync.request.done", 10, app="web-agentic")
     assert event["state"] == "done"
     assert event["exit_code"] == 0
-    assert not list((lab.state / "requests").glob("*.json")), "answered requests are removed"
+    # The spool thread removes an answered request's file on its next poll.
+    wait_for(
+        lambda: not list((lab.state / "requests").glob("*.json")),
+        10,
+        "the answered request's file removed from the spool",
+    )
     lab.assert_prod_untouched()
 
 
