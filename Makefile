@@ -1,5 +1,6 @@
 # make test  - install, build testenv/, lint (ruff, mypy, import layers), run every test
 # make demo  - run the main job on three local clusters
+# make bench-homelab - the homelab benchmark (bench/bench_homelab.py; BENCH_ARGS="--quick")
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +18,7 @@ K8S_LDFLAGS := -s $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/p
 	-X $(pkg).gitVersion=$(K8S_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(K8S_MINOR) \
 	-X $(pkg).gitTreeState=clean)
 
-.PHONY: test lint testenv install demo clean
+.PHONY: test lint testenv install demo bench-homelab clean
 
 test: install testenv lint
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
@@ -58,6 +59,9 @@ lint: install
 
 demo: install testenv
 	$(BIN)/python -m testenv.demo
+
+bench-homelab: install testenv
+	$(BIN)/python bench/bench_homelab.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TESTENV_BIN)

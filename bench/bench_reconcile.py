@@ -13,8 +13,10 @@ builds real git repositories, and measures in one run:
   over the same N objects;
 - cold start of the daemon (process start -> `daemon.ready`) at N = 5,000.
 
-Run: .venv/bin/python bench/bench_reconcile.py [--quick]
-Writes bench/results/latest.json (and a timestamped copy) and prints a table.
+Run: .venv/bin/python bench/bench_reconcile.py [--quick] [--only cold-start]
+Writes bench/results/latest.json (and a timestamped copy) and prints a table;
+`--only cold-start` prepares the N = 5,000 objects, times only the cold starts,
+and prints them (with the machine load) without writing any results file.
 Benchmarks are not tests: nothing here asserts a time.
 """
 
@@ -182,13 +184,17 @@ class Lab:
         commit_files(self.upstream, "refs/heads/main", files, message)
         pull(self.clone)
 
-    def config(self, state: Path, *, resync_s: float = 3600.0) -> Path:
-        daemon = {
+    def config(
+        self, state: Path, *, resync_s: float = 3600.0, dry_run_concurrency: int | None = None
+    ) -> Path:
+        daemon: Json = {
             "state_dir": state,
             "metrics_address": "",
             "resync_interval_s": resync_s,
             "fetch_interval_s": 3600,
         }
+        if dry_run_concurrency is not None:  # None: the shipped default
+            daemon["dry_run_concurrency"] = dry_run_concurrency
         return write_config(
             state.with_suffix(".toml"),
             [Repo("lab", self.clone, REPO_URL)],
@@ -525,9 +531,12 @@ def time_kubectl(dirs: dict[str, Path], clusters: ClusterSet, *args: str) -> flo
     return time.monotonic() - started
 
 
-def bench_resync(clusters: ClusterSet, base: Path, n: int, lab: Lab | None) -> tuple[Json, Lab]:
+def bench_resync(
+    clusters: ClusterSet, base: Path, n: int, lab: Lab | None, *, kubectl_too: bool = True
+) -> tuple[Json, Lab]:
     """Commit N objects, let prod's stand-in Argo CD apply prod's share, then run the
-    resync child: a first full reconcile (converges), then steady ones, timed."""
+    resync child: a first full reconcile (converges), then steady ones, timed; then
+    kubectl over the same objects, unless not `kubectl_too`."""
     files = bulk_files(n)
     if lab is None:
         lab = Lab.create(base / "bulk", clusters, files)
@@ -559,7 +568,8 @@ def bench_resync(clusters: ClusterSet, base: Path, n: int, lab: Lab | None) -> t
         f"{row['wall_s']:.3f}s wall / {row['cpu_s']:.3f}s CPU, "
         f"peak RSS {row['peak_rss_mb']:.0f} MB, requests {row['requests']}"
     )
-
+    if not kubectl_too:
+        return row, lab
     diff_s = time_kubectl(dirs, clusters, "diff", "--server-side")
     say(f"N={n}: kubectl diff --server-side {diff_s:.1f}s")
     apply_s = time_kubectl(dirs, clusters, "apply", "--server-side", "--dry-run=server")
@@ -569,12 +579,16 @@ def bench_resync(clusters: ClusterSet, base: Path, n: int, lab: Lab | None) -> t
     return row, lab
 
 
-def bench_cold_start(lab: Lab, base: Path, n: int) -> Json:
+def bench_cold_start(lab: Lab, base: Path, n: int, dry_run_concurrency: int | None = None) -> Json:
     """Daemon start -> daemon.ready with N objects live: with the state kept from
     before (a restart), and with an empty state directory (first start on a host)."""
     out: Json = {"n": n}
-    for label, state in (("restart", base / "bulk-state"), ("empty_state", base / "cold-state")):
-        daemon = Daemon(lab.config(state), base / f"cold-{label}.log")
+    if dry_run_concurrency is not None:
+        out["dry_run_concurrency"] = dry_run_concurrency
+    cold = Path(tempfile.mkdtemp(prefix="cold-state-", dir=base))  # empty on every run
+    for label, state in (("restart", base / "bulk-state"), ("empty_state", cold)):
+        config = lab.config(state, dry_run_concurrency=dry_run_concurrency)
+        daemon = Daemon(config, base / f"cold-{label}.log")
         try:
             out[label] = round(daemon.wait_ready(1800), 3)
         finally:
@@ -774,11 +788,40 @@ def table(results: Json) -> str:
     return "\n".join(lines)
 
 
+def only_cold_start(n: int, concurrencies: Sequence[int | None]) -> None:
+    """The cold-start scenario alone: N objects committed and converged, then timed
+    (once per value of daemon.dry_run_concurrency)."""
+    base = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
+    clusters = ClusterSet(base / "clusters")
+    try:
+        say(f"starting clusters in {base}")
+        clusters.start(timeout=120)
+        _, lab = bench_resync(clusters, base, n, None, kubectl_too=False)
+        runs = []
+        for concurrency in concurrencies:
+            load = os.getloadavg()
+            runs.append({**bench_cold_start(lab, base, n, concurrency), "load_avg": load})
+    finally:
+        clusters.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps({"machine": machine(), "cold_start": runs}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N, few iterations")
     parser.add_argument("--sizes", help="comma-separated N (default 1000,5000,10000)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--only",
+        choices=["cold-start"],
+        help="run one scenario (after what it needs) and print it; no results file",
+    )
+    parser.add_argument(
+        "--dry-run-concurrency",
+        help="with --only cold-start: comma-separated values of daemon.dry_run_concurrency "
+        "to time, one after another (default: the shipped default)",
+    )
     parser.add_argument("--child-resync", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_resync:
@@ -791,6 +834,10 @@ def main() -> None:
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
     cold_n = 1000 if args.quick else 5000
+    if args.only == "cold-start":
+        values = args.dry_run_concurrency.split(",") if args.dry_run_concurrency else [""]
+        only_cold_start(cold_n, [int(v) if v else None for v in values])
+        return
     commits, edits = (20, 10) if args.quick else (30, 30)
     results: Json = {
         "machine": machine(),

@@ -8,7 +8,12 @@ kustomization is built. "Warm" reuses state_dir (materialised checkouts and
 kustomize builds of the same commit), as the daemon's reconciles of an
 unchanged commit do. Target: warm under 5 s.
 
-Run: .venv/bin/python bench/bench_render.py [--runs N]
+With --incremental, Helm charts come from a loopback chart repository (as in
+tests/desired) and the figures are those of the daemon's render memo: a full
+render, then a re-render after a one-line commit to one app, with the memo
+(only that app renders) and without it (every app renders, as before).
+
+Run: .venv/bin/python bench/bench_render.py [--runs N] [--incremental]
 """
 
 from __future__ import annotations
@@ -21,16 +26,23 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # The repository builders are shared with the tests; make the repo root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pygit2
+
 from reconciler.config import Config, load_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
+from reconciler.render.memo import RenderMemo
+from testenv.charts import HELM, serve_charts
 from testenv.config import Repo, Target, write_config
 from testenv.gitrepos import (
     FIXTURE_URLS,
+    commit_files,
     fixture_files,
     make_upstream_and_clone,
 )
@@ -44,7 +56,7 @@ SERVERS = {
 }
 
 
-def _config(base: Path) -> Config:
+def _config(base: Path, tables: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
     repos = []
     for name, url in FIXTURE_URLS.items():
         _, clone = make_upstream_and_clone(base, name, fixture_files(name))
@@ -53,8 +65,8 @@ def _config(base: Path) -> Config:
         Target(name, name == "prod", base / f"{name}.kubeconfig", server)
         for name, server in SERVERS.items()
     ]
-    file = write_config(base / "config.toml", repos, targets, {"daemon": {"state_dir": "state"}})
-    return load_config(file)
+    tables = {"daemon": {"state_dir": "state"}, **(tables or {})}
+    return load_config(write_config(base / "config.toml", repos, targets, tables))
 
 
 def _cpu_seconds() -> float:
@@ -79,10 +91,79 @@ def _run(config: Config) -> Run:
     return Run(time.perf_counter() - start, _cpu_seconds() - cpu, desired)
 
 
+def _timed(config: Config, memo: RenderMemo) -> Run:
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    desired = build_desired(config, open_sources(config), tools_for(config), memo=memo)
+    return Run(time.perf_counter() - start, _cpu_seconds() - cpu, desired)
+
+
+def _one_line_commit(config: Config, desired: Desired, n: int) -> str:
+    """Add a comment line to a manifest of an agentic_lab app; the app's name."""
+    app = next(
+        a
+        for a in desired.catalogue.apps
+        if a.origin.repo == "agentic_lab" and a.sources[0].path and a.sources[0].chart is None
+    )
+    repo = next(r for r in config.repos if r.name == "agentic_lab")
+    path = str(app.sources[0].path)
+    name = min(
+        f.relative_to(repo.path).as_posix()
+        for f in (repo.path / path).rglob("*.yaml")
+        if "kustomization" not in f.name
+    )
+    clone = pygit2.Repository(str(repo.path))
+    data = (repo.path / name).read_bytes() + f"# bench edit {n}\n".encode()
+    commit_files(clone, "refs/remotes/origin/main", {name: data}, f"bench: edit {name}")
+    return app.name
+
+
+def incremental() -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp,
+        serve_charts(Path(tmp) / "charts") as charts,
+    ):
+        mirrors = {u: charts.url for u, _, _ in charts.charts}
+        tables = {"render": {"helm": str(HELM)}, "render.chart_mirrors": mirrors}
+        config = _config(Path(tmp), tables)
+        memo = RenderMemo()
+        full = _timed(config, memo)
+        same = _timed(config, memo)
+        edited = _one_line_commit(config, full.desired, 1)
+        with_memo = _timed(config, memo)
+        _one_line_commit(config, full.desired, 2)
+        without = _timed(config, RenderMemo())
+    rows = [
+        ("apps in catalogue", f"{len(full.desired.catalogue.apps)}"),
+        ("apps failed", f"{len(full.desired.errors)}"),
+        ("full render, wall (s)", f"{full.wall:.2f}"),
+        ("same commit again, wall (s)", f"{same.wall:.2f}"),
+        (f"one-line commit to {edited}, wall (s)", f"{with_memo.wall:.2f}"),
+        ("  apps rendered / reused", f"{with_memo.desired.rendered} / {with_memo.desired.reused}"),
+        ("  CPU (s)", f"{with_memo.cpu:.2f}"),
+        ("the same without the memo, wall (s)", f"{without.wall:.2f}"),
+        ("  apps rendered / reused", f"{without.desired.rendered} / {without.desired.reused}"),
+        ("  CPU (s)", f"{without.cpu:.2f}"),
+        ("CPUs / load average (1 min)", f"{os.cpu_count()} / {os.getloadavg()[0]:.1f}"),
+    ]
+    _print(rows)
+
+
+def _print(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value:>8}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="warm runs (default: 5)")
+    parser.add_argument(
+        "--incremental", action="store_true", help="a commit's re-render, with charts"
+    )
     args = parser.parse_args()
+    if args.incremental:
+        incremental()
+        return
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:
         config = _config(Path(tmp))
         cold = _run(config)
@@ -108,9 +189,7 @@ def main() -> None:
         ("warm runs, median CPU (s)", f"{statistics.median(r.cpu for r in warm):.2f}"),
         ("CPUs / load average (1 min)", f"{os.cpu_count()} / {os.getloadavg()[0]:.1f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value:>8}")
+    _print(rows)
 
 
 if __name__ == "__main__":

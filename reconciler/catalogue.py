@@ -8,8 +8,8 @@ are still catalogued.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import syncpolicy
@@ -52,6 +52,8 @@ _HELM_KEYS = {
     "skipTests",
     "passCredentials",
     "version",
+    "fileParameters",
+    "ignoreMissingValueFiles",
 }
 _DIRECTORY_KEYS = {"recurse", "include", "exclude", "jsonnet"}
 
@@ -86,12 +88,7 @@ def build_catalogue(
 
     `trees` holds the repos that could be read; `repo_urls` maps each repo name
     to the URL Applications use for it."""
-    ctx = _Context(
-        servers={normalise_server(s): c.name for c in config.clusters for s in c.servers},
-        clusters=frozenset(c.name for c in config.clusters),
-        repos={normalise_url(url): name for name, url in repo_urls.items()},
-        report_only=frozenset(c.name for c in config.clusters if c.mode == "report"),
-    )
+    ctx = context(config, repo_urls)
     apps: list[App] = []
     errors: list[AppError] = []
     for repo in config.repos:
@@ -119,6 +116,54 @@ def build_catalogue(
     return _unique(apps, errors)
 
 
+def context(config: Config, repo_urls: Mapping[str, str]) -> _Context:
+    """What reading an Application needs: the clusters by API URL, the repos by URL."""
+    return _Context(
+        servers={normalise_server(s): c.name for c in config.clusters for s in c.servers},
+        clusters=frozenset(c.name for c in config.clusters),
+        repos={normalise_url(url): name for name, url in repo_urls.items()},
+        report_only=frozenset(c.name for c in config.clusters if c.mode == "report"),
+    )
+
+
+def is_application(obj: Mapping[str, Any]) -> bool:
+    """An Argo CD Application (or ApplicationSet) object."""
+    group = api_group(str(obj.get("apiVersion", "")))
+    return group == ARGO_GROUP and obj.get("kind") in ("Application", "ApplicationSet")
+
+
+def adopts(parent: App, ctx: _Context) -> bool:
+    """Whether the Applications `parent` renders are apps of the catalogue: only where
+    no Argo CD runs (an apply-mode destination). Where Argo CD runs, they are objects
+    it syncs itself, desired like any other."""
+    return parent.cluster not in ctx.report_only
+
+
+def rendered_apps(
+    parent: App, documents: Iterable[tuple[Mapping[str, Any], str]], ctx: _Context
+) -> Catalogue:
+    """The Applications among the objects `parent` rendered (object, file it came from),
+    read exactly as those of a repository's files are: a bad one is an AppError."""
+    apps: list[App] = []
+    errors: list[AppError] = []
+    for doc, path in documents:
+        origin = replace(parent.origin, parent=parent.name, rendered=path)
+        _read_document(doc, origin, origin.where, ctx, apps, errors)
+    return Catalogue(tuple(apps), tuple(errors))
+
+
+def unknown_children(app: App, why: str) -> AppError:
+    """Said of an app whose render did not happen or failed: the Applications it would
+    render are unknown. The message names the file whose trace its children carry
+    (AppOrigin), so pruneguard.departure keeps their objects rather than prune them."""
+    return AppError(
+        app.name,
+        f"the Applications rendered by app {app.name} ({app.origin.repo}:{app.origin.path}) "
+        f"are unknown: {why}",
+        app.cluster,
+    )
+
+
 def nothing_declared(config: Config) -> str | None:
     """Why the catalogue of `config` is empty before any repository is read, or None:
     a config that declares no apps is valid, but the commands say they had nothing to do."""
@@ -141,8 +186,8 @@ def _unique(apps: list[App], errors: list[AppError]) -> Catalogue:
         errors.append(
             AppError(
                 app.name,
-                f"declared in {app.origin.repo}:{app.origin.path} but the name is already "
-                f"used by {first.origin.repo}:{first.origin.path}",
+                f"declared in {app.origin.where} but the name is already "
+                f"used by {first.origin.where}",
                 app.cluster,
             )
         )
@@ -174,26 +219,39 @@ def _read_directory(
         except ReconcilerError as exc:
             errors.append(AppError(label, str(exc)))
             continue
+        origin = AppOrigin(repo=tree.repo, commit=tree.commit, path=path)
         for doc in docs:
-            if not isinstance(doc, dict) or api_group(str(doc.get("apiVersion", ""))) != ARGO_GROUP:
-                continue
-            kind = doc.get("kind")
-            name = _name_of(doc) or label
-            if kind == "ApplicationSet":
-                errors.append(
-                    AppError(
-                        name,
-                        f"ApplicationSet in {label} is not supported; "
-                        "declare its Applications directly",
-                    )
-                )
-            elif kind == "Application":
-                try:
-                    apps.append(parse_application(doc, tree, path, ctx))
-                except _Invalid as exc:
-                    errors.append(AppError(name, f"{label}: {exc}", exc.cluster))
-                except Exception as exc:  # a bug met by odd input fails this Application only
-                    errors.append(AppError(name, f"{label}: {internal_error(exc)}"))
+            if isinstance(doc, dict):
+                _read_document(doc, origin, label, ctx, apps, errors)
+
+
+def _read_document(
+    doc: Mapping[str, Any],
+    origin: AppOrigin,
+    label: str,
+    ctx: _Context,
+    apps: list[App],
+    errors: list[AppError],
+) -> None:
+    """One document of a file of Applications (or of a parent app's output)."""
+    if api_group(str(doc.get("apiVersion", ""))) != ARGO_GROUP:
+        return
+    kind = doc.get("kind")
+    name = _name_of(doc) or label
+    if kind == "ApplicationSet":
+        errors.append(
+            AppError(
+                name,
+                f"ApplicationSet in {label} is not supported; declare its Applications directly",
+            )
+        )
+    elif kind == "Application":
+        try:
+            apps.append(parse_application(doc, origin, ctx))
+        except _Invalid as exc:
+            errors.append(AppError(name, f"{label}: {exc}", exc.cluster))
+        except Exception as exc:  # a bug met by odd input fails this Application only
+            errors.append(AppError(name, f"{label}: {internal_error(exc)}"))
 
 
 def _name_of(doc: Mapping[str, Any]) -> str | None:
@@ -202,7 +260,7 @@ def _name_of(doc: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def parse_application(doc: Mapping[str, Any], tree: Tree, path: str, ctx: _Context) -> App:
+def parse_application(doc: Mapping[str, Any], origin: AppOrigin, ctx: _Context) -> App:
     name = _name_of(doc)
     if name is None:
         raise _Invalid("Application has no metadata.name")
@@ -212,7 +270,7 @@ def parse_application(doc: Mapping[str, Any], tree: Tree, path: str, ctx: _Conte
     destination = _mapping(spec.get("destination"), "spec.destination")
     cluster = _cluster(destination, ctx)
     try:
-        return _app(name, spec, metadata, destination, cluster, tree, path, ctx)
+        return _app(name, spec, metadata, destination, cluster, origin, ctx)
     except _Invalid as exc:
         raise _Invalid(str(exc), cluster) from None
 
@@ -223,8 +281,7 @@ def _app(
     metadata: Mapping[str, Any],
     destination: Mapping[str, Any],
     cluster: str,
-    tree: Tree,
-    path: str,
+    origin: AppOrigin,
     ctx: _Context,
 ) -> App:
     namespace = destination.get("namespace") or ""
@@ -254,7 +311,7 @@ def _app(
         cluster=cluster,
         namespace=namespace,
         sources=sources,
-        origin=AppOrigin(repo=tree.repo, commit=tree.commit, path=path),
+        origin=origin,
         sync_wave=_sync_wave(metadata),
         sync_options=tuple(sync_options),
         sync_policy=sync_policy,
@@ -385,22 +442,16 @@ def _helm(raw: Any, key: str) -> HelmOptions:
     values_object = table.get("valuesObject")
     if values_object is not None and not isinstance(values_object, dict):
         raise _Invalid(f"{key}.valuesObject must be a mapping")
-    params = table.get("parameters") or []
-    if not isinstance(params, list):
-        raise _Invalid(f"{key}.parameters must be a list")
-    parameters = []
-    for i, p in enumerate(params):
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
-            raise _Invalid(f"{key}.parameters[{i}] needs a name")
-        _check(f"{key}.parameters[{i}].name", p["name"], invalid_parameter_name)
-        parameters.append(
-            HelmParameter(p["name"], str(p.get("value", "")), p.get("forceString") is True)
-        )
     release = table.get("releaseName")
     if release is not None and not isinstance(release, str):
         raise _Invalid(f"{key}.releaseName must be a string")
     if release:
         _check(f"{key}.releaseName", release, invalid_release_name)
+    if _flag(table, key, "passCredentials"):
+        raise _Invalid(
+            f"{key}.passCredentials: true is not supported: [render] chart_credentials are "
+            "sent to the chart repository's own scheme, host and port only"
+        )
     return HelmOptions(
         release_name=release or None,
         value_files=tuple(files),
@@ -409,7 +460,35 @@ def _helm(raw: Any, key: str) -> HelmOptions:
         values_object=values_object
         if values_object is not None
         else (values if isinstance(values, dict) else None),
-        parameters=tuple(parameters),
-        skip_crds=table.get("skipCrds") is True,
-        skip_tests=table.get("skipTests") is True,
+        parameters=_parameters(table, key, "parameters", "value"),
+        file_parameters=_parameters(table, key, "fileParameters", "path"),
+        skip_crds=_flag(table, key, "skipCrds"),
+        skip_tests=_flag(table, key, "skipTests"),
+        ignore_missing_value_files=_flag(table, key, "ignoreMissingValueFiles"),
     )
+
+
+def _parameters(
+    table: Mapping[str, Any], key: str, field: str, value: str
+) -> tuple[HelmParameter, ...]:
+    """`parameters` ({name, value, forceString}) or `fileParameters` ({name, path})."""
+    params = table.get(field) or []
+    if not isinstance(params, list):
+        raise _Invalid(f"{key}.{field} must be a list")
+    parameters = []
+    for i, p in enumerate(params):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise _Invalid(f"{key}.{field}[{i}] needs a name")
+        _check(f"{key}.{field}[{i}].name", p["name"], invalid_parameter_name)
+        raw = p.get(value, "")
+        if field == "fileParameters" and (not isinstance(raw, str) or not raw):
+            raise _Invalid(f"{key}.{field}[{i}].path must be a file path")
+        parameters.append(HelmParameter(p["name"], str(raw), p.get("forceString") is True))
+    return tuple(parameters)
+
+
+def _flag(table: Mapping[str, Any], key: str, field: str) -> bool:
+    value = table.get(field, False)
+    if not isinstance(value, bool):
+        raise _Invalid(f"{key}.{field} must be true or false")
+    return value

@@ -31,6 +31,12 @@ DEFAULT_REF = "refs/remotes/origin/main"
 # of daemon.debounce_s): a stream of watch events (a controller writing status) then
 # makes one reconcile per gap at most, never back-to-back ones.
 FOLLOW_UP_GAP_S = 0.05
+# Server-side dry-runs a diff sends at once to one cluster (daemon.dry_run_concurrency).
+# Where the API servers share the daemon's CPUs (the 2-core test machine) more than one
+# did not help (bench/bench_reconcile.py --only cold-start); 4 overlaps a remote server's
+# round trips while taking few of its seats. The ceiling bounds connections and seats.
+DEFAULT_DRY_RUN_CONCURRENCY = 4
+MAX_DRY_RUN_CONCURRENCY = 64
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$", re.IGNORECASE)
 _T = TypeVar("_T")
 
@@ -67,6 +73,16 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class ChartCredential:
+    """Credentials for chart repositories and OCI registries whose URL starts with `url`;
+    the password is read from `password_file` when a chart is fetched, never kept here."""
+
+    url: str
+    username: str
+    password_file: Path
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     timeout_seconds: float = 120.0
     max_file_bytes: int = 8 * 1024 * 1024  # real CRD bundles reach a few MiB
@@ -80,12 +96,19 @@ class RenderConfig:
     allow_remote: tuple[str, ...] = ()
     # CA certificates trusted for chart pulls (HTTP and OCI) besides the system's.
     chart_ca_file: Path | None = None
+    # [[render.chart_credentials]]: the longest matching URL prefix wins.
+    chart_credentials: tuple[ChartCredential, ...] = ()
     # Bounds on what one app may make (output of a tool run, objects) and on the
     # sandboxed tool process (address space, CPU seconds).
     max_output_bytes: int = 64 * 1024 * 1024
     max_objects: int = 10_000
     memory_limit_bytes: int = 4 * 1024 * 1024 * 1024
     cpu_seconds: int = 300
+    # How many generations of Applications rendered by apps (app-of-apps) are read.
+    max_app_depth: int = 3
+    # Options for every kustomize build, as Argo CD's `kustomize.buildOptions`; only
+    # KUSTOMIZE_BUILD_OPTIONS are accepted (the others run code or reach out).
+    kustomize_build_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,9 @@ class DaemonConfig:
     # How long an app's sync waits for a wave to become healthy, and for a hook to complete.
     wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S
     hook_timeout_s: float = DEFAULT_HOOK_TIMEOUT_S
+    # How many server-side dry-runs a diff sends at once to one cluster; fewer while
+    # the server throttles (reconciler.dryruns).
+    dry_run_concurrency: int = DEFAULT_DRY_RUN_CONCURRENCY
 
 
 @dataclass(frozen=True)
@@ -320,6 +346,14 @@ def check_files(config: Config) -> list[str]:
     need(config.logs.ship_ca_file, "logs.ship_ca_file", "a readable CA certificate file", _file)
     ca = config.render.chart_ca_file
     need(ca, "render.chart_ca_file", "a readable file of PEM CA certificates", _pem_file)
+    for i, credential in enumerate(config.render.chart_credentials):
+        key = f"render.chart_credentials[{i}].password_file"
+        need(credential.password_file, key, "a readable file", _file)
+        if _file(credential.password_file) and credential.password_file.stat().st_mode & 0o077:
+            problems.append(
+                f"{config.file}: {key}: {credential.password_file}: readable by others; "
+                "make it readable by its owner only (chmod 600)"
+            )
     need(config.daemon.policies, "daemon.policies", "a directory of policy files", Path.is_dir)
     for key in ("helm", "kubectl"):
         binary = getattr(config.render, key)
@@ -363,6 +397,13 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
     share = r.get(t, "daemon", "max_prune_share", _share, "a number from 0 to 1")
     floor = r.get(t, "daemon", "prune_floor", _floor, "a whole number of objects, 0 or more")
     retention = r.get(t, "daemon", "retention_days", _days, "a number of days > 0, at most 36600")
+    concurrency = r.get(
+        t,
+        "daemon",
+        "dry_run_concurrency",
+        _concurrency,
+        f"a whole number of requests from 1 to {MAX_DRY_RUN_CONCURRENCY}",
+    )
     return DaemonConfig(
         policies=r.path(policies) if policies else None,
         metrics_address=(address or None) if "metrics_address" in t else d.metrics_address,
@@ -374,6 +415,7 @@ def _daemon(r: _Reader, t: Mapping[str, Any]) -> DaemonConfig:
         prune_floor=d.prune_floor if floor is None else floor,
         wave_timeout_s=seconds("wave_timeout_s", d.wave_timeout_s),
         hook_timeout_s=seconds("hook_timeout_s", d.hook_timeout_s),
+        dry_run_concurrency=concurrency or d.dry_run_concurrency,
     )
 
 
@@ -428,6 +470,11 @@ def _floor(value: Any) -> int | None:
     return value if ok else None
 
 
+def _concurrency(value: Any) -> int | None:
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    return value if whole and 1 <= value <= MAX_DRY_RUN_CONCURRENCY else None
+
+
 def _seconds(value: Any) -> float | None:
     ok = _number(value) and 0 < value <= _MAX_SECONDS
     return float(value) if ok else None
@@ -478,11 +525,81 @@ def _render(r: _Reader, data: Mapping[str, Any]) -> RenderConfig:
         chart_mirrors=mirrors,
         allow_remote=allow_remote or (),
         chart_ca_file=r.path(ca_file) if ca_file else None,
+        chart_credentials=_chart_credentials(r, t),
         max_output_bytes=limit("max_output_bytes", defaults.max_output_bytes),
         max_objects=limit("max_objects", defaults.max_objects),
         memory_limit_bytes=limit("memory_limit_bytes", defaults.memory_limit_bytes),
         cpu_seconds=limit("cpu_seconds", defaults.cpu_seconds),
+        max_app_depth=limit("max_app_depth", defaults.max_app_depth),
+        kustomize_build_options=_kustomize_options(r, t),
     )
+
+
+# The kustomize build options accepted, with the values each may take (None: a bare
+# flag). `--enable-helm` runs the reconciler's own helm in the sandbox; the load
+# restrictor is lifted within the checkout only, which is all the sandbox lets it read.
+KUSTOMIZE_BUILD_OPTIONS: Mapping[str, tuple[str, ...] | None] = {
+    "--enable-helm": None,
+    "--load-restrictor": ("LoadRestrictionsRootOnly", "LoadRestrictionsNone"),
+}
+# Refused with why: each runs code or reaches past the sandbox.
+_KUSTOMIZE_REFUSED = {
+    "--enable-alpha-plugins": "runs plugin programs",
+    "--enable-exec": "runs exec plugins",
+    "--mount": "mounts host paths into function containers",
+    "--network": "gives function containers the network",
+    "--helm-command": "the reconciler runs its own helm",
+}
+
+
+def _kustomize_options(r: _Reader, t: Mapping[str, Any]) -> tuple[str, ...]:
+    """[render] kustomize_build_options: a string of options, each `--name` or
+    `--name=value` (or `--name value`), normalised to `--name=value`."""
+    key = "render.kustomize_build_options"
+    raw = t.get("kustomize_build_options", "")
+    if not isinstance(raw, str):
+        r.problem(key, f"expected a string of kustomize build options, got {_describe(raw)}")
+        return ()
+    words = raw.split()
+    options: list[str] = []
+    while words:
+        name, sep, value = words.pop(0).partition("=")
+        refused = _KUSTOMIZE_REFUSED.get(name)
+        allowed = KUSTOMIZE_BUILD_OPTIONS.get(name, ())
+        if refused is not None or name not in KUSTOMIZE_BUILD_OPTIONS:
+            why = refused or "not supported"
+            accepted = ", ".join(KUSTOMIZE_BUILD_OPTIONS)
+            r.problem(key, f"option {name}: {why} (accepted: {accepted})")
+            continue
+        if allowed is None:
+            if sep:
+                r.problem(key, f"option {name} takes no value")
+            else:
+                options.append(name)
+            continue
+        if not sep and words and not words[0].startswith("-"):
+            value = words.pop(0)
+        if value not in allowed:
+            r.problem(key, f"option {name}: expected one of {', '.join(allowed)}, got {value!r}")
+        else:
+            options.append(f"{name}={value}")
+    return tuple(dict.fromkeys(options))
+
+
+def _chart_credentials(r: _Reader, t: Mapping[str, Any]) -> tuple[ChartCredential, ...]:
+    """[[render.chart_credentials]]: url (prefix), username, password_file."""
+    found = []
+    for key, table in r.tables(t, "chart_credentials"):
+        key = f"render.{key}"
+        r.check_keys(table, key, {"url", "username", "password_file"})
+        url = r.get(table, key, "url", _str, "a chart repository or registry URL", required=True)
+        user = r.get(table, key, "username", _str, "a user name", required=True)
+        file = r.get(table, key, "password_file", _str, "a password file", required=True)
+        if url and "@" in url.partition("://")[2].partition("/")[0]:
+            r.problem(f"{key}.url", "credentials belong in username and password_file, not the URL")
+        elif url and user and file:
+            found.append(ChartCredential(url, user, r.path(file)))
+    return tuple(found)
 
 
 def _mirrors(r: _Reader, t: Mapping[str, Any]) -> dict[str, str]:

@@ -39,13 +39,14 @@ from reconciler import logs, requests, systemd
 from reconciler.catalogue import Catalogue
 from reconciler.cluster import ClusterError, NotSynced, Unreachable
 from reconciler.config import Config
-from reconciler.desired import Desired
+from reconciler.desired import ClusterDesired, Desired
 from reconciler.diff.fingerprint import digest
 from reconciler.diff.redact import redact_text
 from reconciler.engine import ClusterEngine
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics, MetricsServer
 from reconciler.model import App, GroupKind, Mode, ObjectRef, Result, SyncRequest
+from reconciler.render.memo import unstamped
 from reconciler.report import Finding, Report
 from reconciler.session import Session, apps_by_cluster, open_session
 from reconciler.shipping import ShippingConfig
@@ -477,10 +478,12 @@ class Daemon:
 
     # -- desired state --------------------------------------------------------------
 
-    def refresh(self, fetch: bool = False) -> bool:
-        """Render desired state again; True when a tracked commit (or an error) moved."""
+    def refresh(self, fetch: bool = False) -> frozenset[str]:
+        """Render desired state again; the clusters whose desired state moved with a
+        tracked commit (or an error): all of them the first time, none when nothing did."""
         with self._render_lock:
             desired = self.session.render(fetch=fetch)
+            self.metrics.count_renders(desired.rendered, desired.reused)
             self.session.record_repos(desired)
             for name, problem in sorted(desired.unreadable.items()):
                 if self._repo_errors.get(name) != problem:
@@ -490,23 +493,32 @@ class Daemon:
             # and same errors mean the same render, and keeping the object keeps the
             # engines' per-render caches.
             if self.desired is not None and _same_render(desired, self.desired):
-                return False
+                return frozenset()
             # A repo that cannot be read right now keeps its apps' last good desired state.
             desired = keep_last_good(desired, self.desired, desired.unreadable)
-            self.desired = desired
-            self.log.info("desired.rendered", commits=desired.commits, errors=len(desired.errors))
+            previous, self.desired = self.desired, desired
+            self.log.info(
+                "desired.rendered",
+                commits=desired.commits,
+                errors=len(desired.errors),
+                rendered=desired.rendered,
+                reused=desired.reused,
+            )
             for error in desired.errors:
                 self.log.warning(
                     "app.error", app=error.app, cluster=error.cluster, error=error.message
                 )
-            return True
+            return _moved(desired, previous)
 
     def _commit_moved(self, fetch: bool, part: str = "") -> None:
         if part:
             self.health.busy(part, RENDER_DEADLINE_S, "render")
         try:
-            if self.refresh(fetch=fetch):
-                self.trigger_all("commit")
+            # A cluster whose desired state the commit left as it was has nothing to do.
+            for name in sorted(self.refresh(fetch=fetch)):
+                worker = self.workers.get(name)
+                if worker is not None:
+                    worker.trigger("commit")
         except ReconcilerError as exc:
             self.log.error("desired.failed", error=str(exc))
 
@@ -758,6 +770,35 @@ def _same_render(new: Desired, old: Desired) -> bool:
         old.commits,
         old.revisions,
         sorted(str(e) for e in old.errors),
+    )
+
+
+def _moved(new: Desired, old: Desired | None) -> frozenset[str]:
+    """The clusters whose desired state differs in substance between `old` and `new`;
+    the commits objects and apps were read at do not count, so a commit that changed
+    none of a cluster's objects, apps or errors leaves that cluster alone."""
+    if old is None or _unplaced(new) != _unplaced(old):
+        return frozenset(new.clusters)
+    return frozenset(
+        name
+        for name, desired in new.clusters.items()
+        if name not in old.clusters or _substance(desired) != _substance(old.clusters[name])
+    )
+
+
+def _unplaced(desired: Desired) -> list[str]:
+    """Errors of no one cluster (an unreadable Application file): every cluster's."""
+    return sorted(str(e) for e in desired.errors if e.cluster is None)
+
+
+def _substance(desired: ClusterDesired) -> tuple[object, ...]:
+    return (
+        [(m.ref, m.obj, m.origin.repo, m.origin.app, m.origin.path) for m in desired.manifests],
+        desired.apps,
+        desired.failed,
+        [str(e) for e in desired.errors],
+        desired.contested,
+        [unstamped(a) for a in desired.catalogue.apps if a.cluster == desired.cluster],
     )
 
 

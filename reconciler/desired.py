@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import logs
+from reconciler.appofapps import grow
 from reconciler.catalogue import Catalogue, build_catalogue
 from reconciler.config import Config
 from reconciler.errors import ReconcilerError, internal_error
 from reconciler.model import App, AppError, Manifest, ObjectRef, api_group
-from reconciler.render import Rendered, Tools, render_app
+from reconciler.render import Rendered, Tools
+from reconciler.render.memo import RenderMemo
 from reconciler.render.revisions import source_trees
 from reconciler.sources.git import GitSource
 from reconciler.tree import Revisions, Tree
@@ -107,6 +109,9 @@ class Desired:
     unreadable: Mapping[str, str] = field(default_factory=dict)  # repo name -> why not
     # Sources pinned by targetRevision: `repo@revision` -> the commit it resolved to.
     revisions: Mapping[str, str] = field(default_factory=dict)
+    # Apps rendered, and apps whose earlier render was reused (render.memo).
+    rendered: int = 0
+    reused: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,31 +162,30 @@ def build_desired(
     sources: RepoTrees,
     tools: Tools,
     clusters: Collection[str] | None = None,
+    memo: RenderMemo | None = None,
 ) -> Desired:
     """Catalogue every app, render those destined for `clusters` (all when None), and
-    assemble each cluster's desired objects."""
+    assemble each cluster's desired objects. With a `memo` (the daemon's, kept from
+    render to render), an app whose inputs did not change is not rendered again."""
     catalogue = build_catalogue(config, sources.trees, sources.urls)
     wanted = [a for a in catalogue.apps if clusters is None or a.cluster in clusters]
     errors = [e for e in catalogue.errors if clusters is None or e.cluster in (None, *clusters)]
 
-    refs = {repo.name: repo.ref for repo in config.repos}
-
-    def attempt(app: App) -> tuple[list[Rendered], Mapping[str, str]] | AppError:
-        try:
-            pinned = source_trees(app, sources.trees, sources.revisions, refs)
-            return render_app(app, pinned.trees, tools), pinned.pinned
-        except ReconcilerError as exc:
-            return AppError(app.name, str(exc), app.cluster)
-        except OSError as exc:  # the state_dir caches (checkouts, charts) could not be written
-            return AppError(app.name, f"{exc.filename or 'state_dir'}: {exc.strerror}", app.cluster)
-        except Exception as exc:  # a bug met by odd input still fails only this app
-            message = internal_error(exc)
-            logs.get(app=app.name).error("render.internal_error", error=message)
-            return AppError(app.name, message, app.cluster)
-
-    # Rendering waits on kustomize/helm subprocesses, so threads overlap them.
-    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-        results = list(pool.map(attempt, wanted))
+    memo = memo if memo is not None else RenderMemo()
+    before = (memo.renders, memo.reuses)
+    # Applications the apps render join the catalogue (reconciler.appofapps).
+    grown = grow(
+        config,
+        sources.urls,
+        catalogue,
+        wanted,
+        lambda apps: _render_all(apps, sources, config, tools, memo),
+        clusters,
+    )
+    catalogue, wanted, results = grown.catalogue, list(grown.apps), list(grown.results)
+    errors += grown.errors
+    rendered, reused = memo.renders - before[0], memo.reuses - before[1]
+    memo.retain({app.name for app in catalogue.apps})
 
     by_cluster: dict[str, list[tuple[App, list[Rendered]]]] = defaultdict(list)
     failed: dict[str, list[str]] = defaultdict(list)
@@ -219,7 +223,56 @@ def build_desired(
         commits,
         dict(sources.problems),
         dict(sorted(revisions.items())),
+        rendered,
+        reused,
     )
+
+
+def _render_all(
+    apps: list[App],
+    sources: RepoTrees,
+    config: Config,
+    tools: Tools,
+    memo: RenderMemo,
+) -> list[tuple[list[Rendered], Mapping[str, str]] | AppError]:
+    """Each app's objects and the revisions its sources pinned, or why it failed, in
+    the order of `apps`. An app whose inputs did not change since `memo` last rendered
+    it is reused, not rendered."""
+    refs = {repo.name: repo.ref for repo in config.repos}
+
+    def reused(app: App) -> tuple[list[Rendered], Mapping[str, str]] | None:
+        try:
+            pinned = source_trees(app, sources.trees, sources.revisions, refs)
+            found = memo.reuse(app, pinned.trees, tools)
+        except Exception:  # whatever stops a reuse, rendering the app reports
+            return None
+        return None if found is None else (found, pinned.pinned)
+
+    def attempt(app: App) -> tuple[list[Rendered], Mapping[str, str]] | AppError:
+        try:
+            pinned = source_trees(app, sources.trees, sources.revisions, refs)
+            return memo.render(app, pinned.trees, tools), pinned.pinned
+        except ReconcilerError as exc:
+            return AppError(app.name, str(exc), app.cluster)
+        except OSError as exc:  # the state_dir caches (checkouts, charts) could not be written
+            return AppError(app.name, f"{exc.filename or 'state_dir'}: {exc.strerror}", app.cluster)
+        except Exception as exc:  # a bug met by odd input still fails only this app
+            message = internal_error(exc)
+            logs.get(app=app.name).error("render.internal_error", error=message)
+            return AppError(app.name, message, app.cluster)
+
+    # A reuse costs a few tree lookups, so it is tried here; only the apps to render go
+    # to the threads, which overlap the kustomize/helm subprocesses.
+    results: list[tuple[list[Rendered], Mapping[str, str]] | AppError | None]
+    results = [reused(app) for app in apps]
+    todo = [i for i, result in enumerate(results) if result is None]
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
+            for i, result in zip(todo, pool.map(attempt, [apps[i] for i in todo]), strict=True):
+                results[i] = result
+    done = [r for r in results if r is not None]
+    assert len(done) == len(apps)
+    return done
 
 
 def cluster_scoped_kinds(objects: list[Rendered]) -> frozenset[tuple[str, str]]:

@@ -5,7 +5,8 @@ It diffs the manifests as they are applied (with the tracking label on apply-mod
 clusters), made once per render. A resync of an unchanged object costs a digest,
 not a diff: the last diff of each object is kept with the verdict digest it was
 made under, and an object found in sync is remembered in the store so the next
-reconcile sends it no dry-run.
+reconcile sends it no dry-run. The dry-runs a diff does send go out side by side
+(reconciler.dryruns), and the report keeps the order of the pairs.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.cluster import ClusterClient, LiveCache, NotSynced, Unreachable
 from reconciler.diff import diff_object, parse_ignore_rules
@@ -23,8 +25,8 @@ from reconciler.diff.fingerprint import canonical, digest, project
 from reconciler.diff.ignore import IgnoreRule
 from reconciler.diff.normalize import plain
 from reconciler.diff.removed import argocd_applied
+from reconciler.dryruns import AdaptiveLimit, send
 from reconciler.errors import ReconcilerError
-from reconciler.execute import retrying
 from reconciler.model import (
     TRACKING_LABEL,
     App,
@@ -49,6 +51,7 @@ TRACKING_RULE = parse_ignore_rules(
 ARGOCD_APPLICATION = GroupKind("argoproj.io", "Application")
 # The policy a desired object breaks when the policies could not be evaluated on it.
 UNCHECKED = "policies-unchecked"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,16 @@ class AppRules:
 
 
 Rules = dict[str, AppRules]
+
+
+@dataclass(frozen=True)
+class _DryRun:
+    """A desired object whose diff needs the server's dry-run, and the verdict digest
+    its outcome is remembered under."""
+
+    pair: Pair
+    rules: AppRules
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ class Differ:
         policies: Policies,
         recorder: Recorder,
         contain: Callable[[ObjectRef, BaseException], str],
+        dry_run_concurrency: int = 1,
     ) -> None:
         self.name = cluster
         self.report_only = report_only
@@ -127,6 +141,8 @@ class Differ:
         self.policy_memo: dict[tuple[str, ObjectRef, str], list[Violation]] = {}
         # Argo CD's applied fields of each report-mode object, per live version and app.
         self.applied_memo: dict[ObjectRef, tuple[str, str, FieldSet | None, str]] = {}
+        # Kept between reconciles: a server that throttled one is not hammered by the next.
+        self.dry_runs = AdaptiveLimit(dry_run_concurrency)
 
     def compare(
         self,
@@ -141,35 +157,41 @@ class Differ:
         started = time.monotonic()
         errors = list(errors)
         rules = self._ignore_rules(apps, errors)
-        drifts: list[tuple[str, Drift]] = []
-        in_sync: list[tuple[ObjectRef, str]] = []
         verdicts = self.recorder.verdicts()
+        # What each pair came to, in the order of the pairs: the report keeps it.
+        found: list[tuple[str, Drift | ObjectError | None]] = []
+        waiting: dict[int, _DryRun] = {}
         for pair in pairs.values():
             if pair.desired is None:
                 if pair.prune_candidate and pair.live is not None:
-                    extra = diff_object(pair.ref, None, pair.live)
-                    drifts += [(pair.app, extra)] if extra is not None else []
+                    found.append((pair.app, diff_object(pair.ref, None, pair.live)))
                 continue
             progress(0.0)
             if pair.ref in prepared.broken:
-                errors.append(ObjectError(pair.app, pair.ref, prepared.broken[pair.ref]))
+                found.append((pair.app, ObjectError(pair.app, pair.ref, prepared.broken[pair.ref])))
                 continue
             if not pair.listed:
                 continue  # its kind cannot be listed: the plan says that the object waits
-            try:
-                app_rules = rules.get(pair.app, AppRules())
-                found = self._diff(pair, app_rules, prepared, verdicts, in_sync)
-            except Unreachable:
-                raise  # the whole reconcile waits for the cluster, not each object in turn
-            except ReconcilerError as exc:
-                errors.append(ObjectError(pair.app, pair.ref, str(exc)))
-                continue
-            except Exception as exc:  # a bug met by one object stays with that object
-                errors.append(ObjectError(pair.app, pair.ref, self.contain(pair.ref, exc)))
-                continue
-            if found is not None:
-                drifts.append((pair.app, found))
-        self.recorder.in_sync(in_sync)
+            app_rules = rules.get(pair.app, AppRules())
+            diff = functools.partial(self._diff, pair, app_rules, prepared, verdicts)
+            outcome = self._contained(pair, diff)
+            if isinstance(outcome, _DryRun):
+                waiting[len(found)] = outcome
+                outcome = None
+            found.append((pair.app, outcome))
+        in_sync: dict[int, tuple[ObjectRef, str]] = {}
+
+        def answered(at: int, dry_run: Future[dict[str, Any]]) -> None:
+            step = waiting[at]
+            outcome = self._contained(step.pair, lambda: self._diffed(step, dry_run.result()))
+            found[at] = (step.pair.app, outcome)
+            if outcome is None:
+                in_sync[at] = (step.pair.ref, step.verdict)
+
+        self._dry_runs(waiting, progress, answered)
+        self.recorder.in_sync([in_sync[at] for at in sorted(in_sync)])
+        drifts = [(app, d) for app, d in found if isinstance(d, Drift)]
+        errors += [e for _, e in found if isinstance(e, ObjectError)]
         violations = self._violations(prepared, self._live_objects(prepared.manifests), errors)
         report = Report(
             cluster=self.name,
@@ -195,14 +217,65 @@ class Differ:
             rules[app.name] = AppRules(own + shared, repr(own + shared))
         return rules
 
+    def _contained(self, pair: Pair, work: Callable[[], T]) -> T | ObjectError:
+        """What `work` on `pair` returns, or the error it raised as that object's error."""
+        try:
+            return work()
+        except Unreachable:
+            raise  # the whole reconcile waits for the cluster, not each object in turn
+        except ReconcilerError as exc:
+            return ObjectError(pair.app, pair.ref, str(exc))
+        except Exception as exc:  # a bug met by one object stays with that object
+            return ObjectError(pair.app, pair.ref, self.contain(pair.ref, exc))
+
+    def _dry_runs(
+        self,
+        waiting: Mapping[int, _DryRun],
+        progress: Callable[[float], None],
+        answered: Callable[[int, Future[dict[str, Any]]], None],
+    ) -> None:
+        """Send each waiting dry-run, side by side under the cluster's adaptive limit, and
+        hand each to `answered` (on this thread) as it is answered; the supervisor is told
+        of each. If `answered` raises (the cluster is unreachable), the dry-runs not yet
+        sent never are."""
+        if not waiting:
+            return
+        workers = min(self.dry_runs.ceiling, len(waiting))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"dry-run-{self.name}") as pool:
+            sent = {
+                pool.submit(send, self.dry_runs, functools.partial(self._dry_run, step)): at
+                for at, step in waiting.items()
+            }
+            try:
+                for dry_run in as_completed(sent):
+                    progress(0.0)
+                    answered(sent[dry_run], dry_run)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+
+    def _dry_run(self, step: _DryRun) -> dict[str, Any]:
+        assert step.pair.desired is not None, "only a desired object is dry-run"
+        # force: the diff shows what the reconciler's apply would make, takeovers included.
+        return self.client.apply(step.pair.desired.obj, force=True, dry_run=True)
+
+    def _diffed(self, step: _DryRun, dry_run: Mapping[str, Any]) -> Drift | None:
+        """The diff of a desired object against its live one and the server's dry-run."""
+        pair = step.pair
+        assert pair.desired is not None and pair.live is not None, "a dry-run diffs live"
+        m = pair.desired
+        found = diff_object(m.ref, m.obj, pair.live, dry_run=dry_run, ignore=step.rules.rules)
+        self.memo[m.ref] = (step.verdict, found)
+        return found
+
     def _diff(
         self,
         pair: Pair,
         app_rules: AppRules,
         prepared: Prepared,
         verdicts: Mapping[ObjectRef, str],
-        in_sync: list[tuple[ObjectRef, str]],
-    ) -> Drift | None:
+    ) -> Drift | _DryRun | None:
+        """The diff of a desired object, or what it needs from the server to be made."""
         assert pair.desired is not None, "only a desired object is diffed against live"
         m, live, rules = pair.desired, pair.live, app_rules.rules
         if live is None:
@@ -224,11 +297,7 @@ class Differ:
         elif verdicts.get(m.ref) == verdict:
             found = None
         else:
-            # force: the diff shows what the reconciler's apply would make, takeovers included.
-            dry_run = retrying(lambda: self.client.apply(m.obj, force=True, dry_run=True))
-            found = diff_object(m.ref, m.obj, live, dry_run=dry_run, ignore=rules)
-            if found is None:
-                in_sync.append((m.ref, verdict))
+            return _DryRun(pair, app_rules, verdict)
         self.memo[m.ref] = (verdict, found)
         return found
 

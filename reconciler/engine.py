@@ -18,7 +18,7 @@ from typing import Any
 
 from reconciler import logs
 from reconciler.cluster import ClusterClient, LiveCache, NotSynced
-from reconciler.config import ClusterConfig
+from reconciler.config import DEFAULT_DRY_RUN_CONCURRENCY, ClusterConfig
 from reconciler.desired import ClusterDesired
 from reconciler.drift import ARGOCD_APPLICATION, AppRules, Differ, Prepared, Rules, prepare
 from reconciler.execute import Executor, defined_kind
@@ -80,6 +80,7 @@ class ClusterEngine:
         max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
         prune_floor: int = DEFAULT_PRUNE_FLOOR,
         bounds: Bounds | None = None,
+        dry_run_concurrency: int = DEFAULT_DRY_RUN_CONCURRENCY,
     ) -> None:
         self.config = config
         self.prune_floor = prune_floor
@@ -97,6 +98,7 @@ class ClusterEngine:
             context=config.context,
             mode=self.mode,
             pinned_identity=self.recorder.pinned_identity(),
+            parallel=dry_run_concurrency,
         )
         self.cache = LiveCache(self.client, on_change)
         self.differ = Differ(
@@ -107,9 +109,13 @@ class ClusterEngine:
             policies=policies,
             recorder=self.recorder,
             contain=self._contain,
+            dry_run_concurrency=dry_run_concurrency,
         )
         # The manifests of the last render as they are applied: made once per render.
         self._prepared: tuple[ClusterDesired, Prepared] | None = None
+        # Each app's desired digest (reconciler.syncpolicy), with the App it was made
+        # for: made once per render, like `_prepared`, not per resync.
+        self._digests: dict[str, tuple[App, str]] = {}
         # Told of each step, so a supervisor can tell a long reconcile from a stuck one:
         # the argument is how long the next step may take, beyond the usual.
         self.progress: Callable[[float], None] = _ignore_progress
@@ -159,6 +165,7 @@ class ClusterEngine:
         pairs = self._pair(scope)
         found, rules = self._diff(scope, pairs)
         unlisted = self.cache.unlisted()
+        unserved = self._unserved(scope.prepared)
         the_plan = plan(
             apps=scope.apps,
             pairs=pairs,
@@ -170,11 +177,14 @@ class ClusterEngine:
             prune_floor=self.prune_floor,
             requested=requested,
             departed=self._departed(desired, scope),
-            unserved=self._unserved(scope.prepared),
+            unserved=unserved,
             unlisted=unlisted,
             contested=desired.contested,
         )
-        the_plan, digests, policy_held = self._sync_policy(the_plan, scope, pairs, requested or {})
+        digests = self._desired_digests(scope)
+        the_plan, policy_held = self._sync_policy(
+            the_plan, scope, pairs, requested or {}, digests, unserved
+        )
         the_plan = refuse_violations(the_plan, found.violations)
         executor = self._executor(rules, scope.prepared)
         executed = executor.run(the_plan, scope.prepared.broken, held or {}, dry_run=dry_run)
@@ -206,20 +216,32 @@ class ClusterEngine:
         return report
 
     def _sync_policy(
-        self, the_plan: Plan, scope: Scope, pairs: Pairs, requested: Mapping[str, SyncRequest]
-    ) -> tuple[Plan, dict[str, str], frozenset[str]]:
+        self,
+        the_plan: Plan,
+        scope: Scope,
+        pairs: Pairs,
+        requested: Mapping[str, SyncRequest],
+        digests: Mapping[str, str],
+        unserved: set[GroupKind],
+    ) -> tuple[Plan, frozenset[str]]:
         """The plan as the apps' syncPolicy and sync options let it run
-        (reconciler.syncpolicy), each app's desired digest, and the apps held back."""
-        texts: dict[str, list[str]] = defaultdict(list)
-        for m in scope.prepared.manifests:
-            texts[m.origin.app].append(scope.prepared.text(m))
-        digests = {app.name: desired_digest(app, texts[app.name]) for app in scope.apps}
+        (reconciler.syncpolicy), and the apps held back."""
         synced = self.recorder.synced_digests()
         changed = {app for app, digest in digests.items() if synced.get(app) != digest}
         gated, held = gate(the_plan, scope.apps, changed=changed, requested=requested)
         live = {ref: pair.live for ref, pair in pairs.items()}
-        unserved = self._unserved(scope.prepared)
-        return with_options(gated, scope.apps, live=live, unserved=unserved), digests, held
+        return with_options(gated, scope.apps, live=live, unserved=unserved), held
+
+    def _desired_digests(self, scope: Scope) -> dict[str, str]:
+        """Each app's desired digest, made again only for an app (or a render) that changed."""
+        stale = [a for a in scope.apps if self._digests.get(a.name, (None, ""))[0] != a]
+        if stale:
+            texts: dict[str, list[str]] = defaultdict(list)
+            for m in scope.prepared.manifests:
+                texts[m.origin.app].append(scope.prepared.text(m))
+            for app in stale:
+                self._digests[app.name] = (app, desired_digest(app, texts[app.name]))
+        return {app.name: self._digests[app.name][1] for app in scope.apps}
 
     def _departed(self, desired: ClusterDesired, scope: Scope) -> dict[str, Departure]:
         """What became of each app that has objects here but left the cluster's apps."""
@@ -274,6 +296,7 @@ class ClusterEngine:
             tracked = not self.report_only
             made = prepare(desired.manifests, tracked=tracked, contain=self._contain)
             self._prepared = (desired, made)
+            self._digests = {}
         return self._prepared[1]
 
     def _follow(self, prepared: Prepared, inventory: Sequence[InventoryItem]) -> list[ObjectError]:

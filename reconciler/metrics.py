@@ -95,6 +95,13 @@ class Metrics:
             ["cluster", "kind"],
             registry=registry,
         )
+        self._renders = Counter(
+            "reconciler_app_renders",
+            "Apps rendered for the desired state, by outcome: rendered (the renderer ran) "
+            "or reused (nothing the app's last render read had changed).",
+            ["outcome"],
+            registry=registry,
+        )
         self._internal = Counter(
             "reconciler_internal_errors",
             "Unexpected exceptions caught by the supervisor, by component (worker <cluster>, "
@@ -161,6 +168,10 @@ class Metrics:
 
     def count_errors(self, cluster: str, kind: ErrorKind, count: int = 1) -> None:
         self._errors.labels(cluster, kind).inc(count)
+
+    def count_renders(self, rendered: int, reused: int) -> None:
+        self._renders.labels("rendered").inc(rendered)
+        self._renders.labels("reused").inc(reused)
 
     def count_internal_error(self, component: str) -> None:
         """Count an unexpected exception of a supervised part. The label keeps the first

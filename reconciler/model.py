@@ -7,7 +7,7 @@ no stage needs to know how another one obtained it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -76,6 +76,18 @@ class Manifest:
     origin: Origin
 
 
+def parse_options(items: Iterable[str]) -> dict[str, str]:
+    """Argo CD's `Name=value` sync options by name, as an Application lists them or an
+    object's `argocd.argoproj.io/sync-options` annotation joins them with commas; the
+    one reading of them, so an app and an object never disagree on what an option says."""
+    options: dict[str, str] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name.strip():
+            options[name.strip()] = value.strip()
+    return options
+
+
 @dataclass(frozen=True)
 class DirectoryOptions:
     """Argo CD's `source.directory`: how a plain-manifest path is read."""
@@ -101,8 +113,20 @@ class HelmOptions:
     values: str | None = None
     values_object: Mapping[str, Any] | None = None
     parameters: tuple[HelmParameter, ...] = ()
+    # `fileParameters`: `--set-file name=path`, each path read like a value file.
+    file_parameters: tuple[HelmParameter, ...] = ()
     skip_crds: bool = False
     skip_tests: bool = False
+    ignore_missing_value_files: bool = False
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination cluster serves, as Helm's `.Capabilities` sees it: Argo CD
+    passes these to `helm template` as `--kube-version` and `--api-versions`."""
+
+    kube_version: str  # e.g. "v1.35.4"
+    api_versions: tuple[str, ...] = ()  # "group/version" and "group/version/Kind", sorted
 
 
 @dataclass(frozen=True)
@@ -128,11 +152,25 @@ class Source:
 
 @dataclass(frozen=True)
 class AppOrigin:
-    """The file that declared an app: an Application manifest or the config file."""
+    """The file that declared an app: an Application manifest or the config file.
+
+    An Application rendered by another app (app-of-apps) keeps the file of the
+    Application at the top of its chain as `repo`/`path`, so what the store traces
+    for it is known again when that app fails to render; `parent` names the app that
+    rendered it and `rendered` the file of that app's source it came from."""
 
     repo: str
     commit: str
     path: str
+    parent: str = ""
+    rendered: str = ""
+
+    @property
+    def where(self) -> str:
+        """The declaring file, as messages name it."""
+        if self.parent:
+            return f"app {self.parent} rendered {self.rendered}"
+        return f"{self.repo}:{self.path}"
 
 
 @dataclass(frozen=True)
@@ -153,11 +191,7 @@ class App:
 
     def sync_option(self, name: str) -> str | None:
         """The value of a `Name=value` sync option, or None when it is not set."""
-        for option in self.sync_options:
-            key, _, value = option.partition("=")
-            if key.strip() == name:
-                return value.strip()
-        return None
+        return parse_options(self.sync_options).get(name)
 
 
 @dataclass(frozen=True)

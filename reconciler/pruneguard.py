@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import App, AppError, ObjectRef, SyncRequest
+from reconciler.model import App, AppError, ObjectRef, SyncRequest, parse_options
 from reconciler.report import Finding, FindingKind
 
 SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
@@ -43,12 +43,7 @@ def object_options(obj: Mapping[str, Any]) -> dict[str, str]:
     metadata = obj.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
     raw = annotations.get(SYNC_OPTIONS) if isinstance(annotations, Mapping) else None
-    options: dict[str, str] = {}
-    for part in str(raw or "").split(","):
-        name, sep, value = part.partition("=")
-        if sep:
-            options[name.strip()] = value.strip()
-    return options
+    return parse_options(str(raw or "").split(","))
 
 
 def confirm_command(app: str) -> str:

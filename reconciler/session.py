@@ -11,7 +11,7 @@ import functools
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reconciler.catalogue import Catalogue
@@ -19,8 +19,9 @@ from reconciler.config import Config, with_policy_modes
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.engine import ClusterEngine
 from reconciler.errors import ReconcilerError
-from reconciler.model import App, ObjectRef
+from reconciler.model import App, Capabilities, ObjectRef
 from reconciler.policy import SHIPPED_POLICIES, Policies, load_policies
+from reconciler.render.memo import RenderMemo
 from reconciler.store import Store, StoreError
 from reconciler.waves import Bounds
 
@@ -64,6 +65,8 @@ class Session:
     # Clusters that could not be set up, with why; the others carry on.
     broken: dict[str, str] = field(default_factory=dict)
     scratch: Path | None = None  # the empty state of a reader that found none
+    # Each app's last render, reused by the next render while its inputs stay the same.
+    memo: RenderMemo = field(default_factory=RenderMemo)
 
     def close(self) -> None:
         for engine in self.engines.values():
@@ -76,7 +79,13 @@ class Session:
         """Render the committed desired state of `clusters` (all when None); it carries
         the commit read of each repo, which `record_repos` puts on record."""
         sources = open_sources(self.config, fetch=fetch)
-        return build_desired(self.config, sources, tools_for(self.config), clusters)
+        tools = replace(tools_for(self.config), capabilities=self.capabilities())
+        return build_desired(self.config, sources, tools, clusters, self.memo)
+
+    def capabilities(self) -> dict[str, Capabilities]:
+        """Each reachable cluster's capabilities, for charts that read `.Capabilities`."""
+        found = {name: engine.client.capabilities() for name, engine in self.engines.items()}
+        return {name: c for name, c in found.items() if c is not None}
 
     def departed(self, catalogue: Catalogue) -> dict[str, str]:
         """Apps removed from git whose objects an apply-mode cluster of the session still
@@ -128,6 +137,7 @@ def open_session(
                 max_prune_share=config.daemon.max_prune_share,
                 prune_floor=config.daemon.prune_floor,
                 bounds=Bounds(config.daemon.wave_timeout_s, config.daemon.hook_timeout_s),
+                dry_run_concurrency=config.daemon.dry_run_concurrency,
             )
         except ReconcilerError as exc:
             session.broken[cluster.name] = str(exc)

@@ -35,6 +35,7 @@ from reconciler.model import (
     Result,
     SyncRequest,
     object_ref,
+    parse_options,
 )
 from reconciler.plan import WAITING, Action, ActionKind, Plan
 from reconciler.pruneguard import SYNC_OPTIONS
@@ -78,17 +79,6 @@ NO_SELF_HEAL = (
     "selfHeal is off: live edits are reported, not reverted "
     "(`reconciler sync --app {app}` reverts them)"
 )
-
-
-def parse_options(items: Iterable[str]) -> dict[str, str]:
-    """An Application's `Name=value` sync options by name (an object's own, annotated,
-    are read by reconciler.pruneguard.object_options)."""
-    options: dict[str, str] = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        if name.strip():
-            options[name.strip()] = value.strip()
-    return options
 
 
 def problems(sync_policy: Mapping[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from reconciler.errors import TreeError
 
@@ -55,6 +55,17 @@ class Tree(Protocol):
 
     def materialise(self) -> Path:
         """A directory holding this commit's files, for tools that need real files."""
+        ...
+
+
+@runtime_checkable
+class Fingerprinted(Tree, Protocol):
+    """A tree that can say, cheaply, whether what is at a path differs between two
+    commits: what lets an app's earlier render be reused (render.memo)."""
+
+    def fingerprint(self, path: str) -> str | None:
+        """Equal at two commits exactly when what is at `path` (following in-repository
+        symlinks, including those under a directory) is equal; None when nothing is."""
         ...
 
 

@@ -9,6 +9,7 @@ URL that the repositories' Applications name it by; the tables passed in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,11 @@ def write_config(
     lines: list[str] = []
     for table, values in tables.items():
         lines.append(f"[{table}]")
-        lines += [f"{key} = {_value(value)}" for key, value in values.items()]
+        # A key that is not a bare TOML key (a URL in [render.chart_mirrors]) is quoted.
+        lines += [
+            f"{key if re.fullmatch(r'[A-Za-z0-9_-]+', key) else _value(key)} = {_value(value)}"
+            for key, value in values.items()
+        ]
     for repo in repos:
         lines += [
             "[[repos]]",

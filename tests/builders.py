@@ -9,10 +9,14 @@ out rather than set empty, so an object says only what its test chose.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from reconciler.config import Config, parse_config
+from reconciler.model import App, AppOrigin
 
 Obj = dict[str, Any]
 
@@ -76,3 +80,33 @@ def deployment(
 def yaml_file(*objects: Obj) -> bytes:
     """A manifest file as committed to git: the objects as YAML documents."""
     return yaml.safe_dump_all(objects).encode()
+
+
+def app(
+    name: str,
+    *,
+    cluster: str = "agentic",
+    namespace: str = "media",
+    repo: str = "lab",
+    **fields: Any,
+) -> App:
+    """An App as the catalogue makes one from `apps/<name>.yaml` of `repo` (the unit
+    tests of the pure stages take apps, not Application manifests)."""
+    fields.setdefault("sources", ())
+    origin = AppOrigin(repo, "c0ffee", f"apps/{name}.yaml")
+    return App(name=name, cluster=cluster, namespace=namespace, origin=origin, **fields)
+
+
+def agentic_config(
+    tmp: Path, repos: Sequence[Mapping[str, Any]], server: str, **sections: Any
+) -> Config:
+    """A config of `repos` and one apply-mode cluster, agentic, that Applications name
+    by `server`, with its state in `tmp` (the tests that render but reach no cluster)."""
+    cluster = {
+        "name": "agentic",
+        "mode": "apply",
+        "kubeconfig": str(tmp / "kubeconfig"),
+        "servers": [server],
+    }
+    raw = {"daemon": {"state_dir": str(tmp / "state")}, **sections}
+    return parse_config({**raw, "repos": list(repos), "clusters": [cluster]}, tmp / "config.toml")

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+from testenv.charts import CustomKind, crd
 from testenv.clusters import RECONCILER_USER, Cluster
 from tests import builders
 
@@ -43,29 +44,7 @@ def create_crd(cluster: Cluster, group: str, kind: str) -> str:
     cluster.request(
         "POST",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.{group}"},
-            "spec": {
-                "group": group,
-                "scope": "Namespaced",
-                "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
-                    }
-                ],
-            },
-        },
+        crd(CustomKind(group, "v1", kind, plural)),
     )
     return plural
 

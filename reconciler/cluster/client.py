@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,16 +48,20 @@ from reconciler.cluster.errors import (
     KubeconfigError,
     NotFound,
     ServerError,
+    Throttled,
     UnknownKind,
     Unreachable,
     WriteRefused,
 )
-from reconciler.model import FIELD_MANAGER, GroupKind, Mode, ObjectRef, object_ref
+from reconciler.model import FIELD_MANAGER, Capabilities, GroupKind, Mode, ObjectRef, object_ref
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 RULES_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
 REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+CAPABILITIES_MAX_AGE = 60.0  # seconds a cluster's helm capabilities are reused
+log = logging.getLogger(__name__)
 # Every watch holds a connection for its lifetime; the pool must not discard them.
+# Requests sent side by side (ClusterClient's `parallel`) get connections of their own.
 MAX_CONNECTIONS = 128
 _JSON = "application/json"
 Query = list[tuple[str, str]]
@@ -79,9 +84,15 @@ class WatchEvent:
 
 
 def status_error(
-    cluster: str, code: int, status: Mapping[str, Any], what: str, ref: ObjectRef | None = None
+    cluster: str,
+    code: int,
+    status: Mapping[str, Any],
+    what: str,
+    ref: ObjectRef | None = None,
+    retry_after: float | None = None,
 ) -> ClusterError:
-    """The exception for a failed request, from its HTTP code and Status body.
+    """The exception for a failed request, from its HTTP code and Status body (and the
+    Retry-After of a 429).
 
     The Status `message` is never used: for a rejected object it may quote the
     object's values. Its reason and the paths of its causes are enough to act on.
@@ -109,9 +120,20 @@ def status_error(
         return NotFound(cluster, message, ref)
     if code == 410:
         return Gone(cluster, message, ref)
-    if code == 429 or code >= 500:
+    if code == 429:
+        return Throttled(cluster, message, ref, retry_after)
+    if code >= 500:
         return ServerError(cluster, message, ref)
     return ClusterError(cluster, message, ref)
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """A Retry-After header's delay in seconds; None when absent or not a number of
+    seconds (an HTTP date: the API server never sends one)."""
+    try:
+        return max(0.0, float(header)) if header is not None else None
+    except ValueError:
+        return None
 
 
 def _transport_failure(exc: urllib3.exceptions.HTTPError) -> str:
@@ -188,7 +210,6 @@ def _load_configuration(cluster: str, kubeconfig: Path, context: str | None) -> 
         )
     if not str(configuration.host).startswith("https://"):
         raise KubeconfigError(cluster, f"{kubeconfig}: the server is not an https:// URL")
-    configuration.connection_pool_maxsize = MAX_CONNECTIONS
     # Retrying is the caller's decision (the cache backs off, the engine retries transient
     # errors), so a dead server is reported at once rather than after silent retries.
     configuration.retries = 0
@@ -243,18 +264,24 @@ class ClusterClient:
         context: str | None = None,
         mode: Mode = "apply",
         pinned_identity: str | None = None,
+        parallel: int = 1,
     ) -> None:
+        """`parallel`: how many requests (besides watches) callers send at once; the
+        connection pool keeps a connection for each."""
         self.name = name
         self.mode: Mode = mode
         self._pinned_identity = pinned_identity
         self._identity_verified = False
         configuration = _load_configuration(name, kubeconfig, context)
+        configuration.connection_pool_maxsize = MAX_CONNECTIONS + parallel
         self.server: str = configuration.host
         self._api = k8s.ApiClient(configuration)
         self._api.user_agent = "reconciler"
         if self.report_only:
             self._api.rest_client = _ReadOnlyTransport(self._api.rest_client, name)
         self._discovery = Discovery(name, self._discovery_document)
+        self._capabilities: tuple[float | None, Capabilities | None] = (None, None)
+        self._capabilities_lock = threading.Lock()
 
     @property
     def report_only(self) -> bool:
@@ -324,6 +351,24 @@ class ClusterClient:
 
     def version(self) -> str:
         return str(self._json("GET", "/version", "read the server version")["gitVersion"])
+
+    def capabilities(self) -> Capabilities | None:
+        """The server's version and served API versions for `helm template` (as Argo CD
+        passes them), read again after CAPABILITIES_MAX_AGE; None while the cluster cannot
+        be reached, asked again only after that long too, so renders do not wait on it."""
+        with self._capabilities_lock:
+            read_at, known = self._capabilities
+            if read_at is not None and time.monotonic() - read_at <= CAPABILITIES_MAX_AGE:
+                return known
+            try:
+                known = Capabilities(
+                    self.version(), self._discovery.api_versions(max_age=CAPABILITIES_MAX_AGE)
+                )
+            except ClusterError as exc:
+                log.info("%s: capabilities for helm not read (%s)", self.name, exc)
+                known = None
+            self._capabilities = (time.monotonic(), known)
+            return known
 
     def rules_review(self, namespace: str) -> dict[str, Any]:
         """What this client's identity may do in `namespace` (cluster-wide rules included):
@@ -487,5 +532,6 @@ class ClusterClient:
             if response.status == 404 and kind and not (status.get("details") or {}).get("name"):
                 self._discovery.refresh()
                 raise UnknownKind(self.name, f"{what}: the API no longer serves {kind}", ref)
-            raise status_error(self.name, response.status, status, what, ref)
+            wait = retry_after_s(response.headers.get("Retry-After"))
+            raise status_error(self.name, response.status, status, what, ref, wait)
         return response

@@ -77,6 +77,23 @@ def parse_aggregated(documents: Iterable[Mapping[str, Any]]) -> dict[GroupKind, 
     return resources
 
 
+def api_versions(documents: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Every served group/version, and group/version/Kind of each kind it serves, sorted:
+    what Argo CD passes to `helm template --api-versions` (`.Capabilities.APIVersions`)."""
+    found: set[str] = set()
+    for document in documents:
+        for group in document.get("items") or ():
+            group_name = group.get("metadata", {}).get("name", "")
+            for version in group.get("versions") or ():
+                served = f"{group_name}/{version['version']}" if group_name else version["version"]
+                found.add(served)
+                for entry in version.get("resources") or ():
+                    kind = (entry.get("responseKind") or {}).get("kind")
+                    if kind:
+                        found.add(f"{served}/{kind}")
+    return tuple(sorted(found))
+
+
 class Discovery:
     """A thread-safe (group, kind) -> Resource map, refreshed on a miss at most every
     `min_refresh_interval` seconds so a kind that stays unknown does not flood the server."""
@@ -91,6 +108,7 @@ class Discovery:
         self._fetch = fetch
         self._min_refresh_interval = min_refresh_interval
         self._resources: dict[GroupKind, Resource] = {}
+        self._api_versions: tuple[str, ...] = ()
         self._refreshed_at: float | None = None
         self._lock = threading.Lock()
 
@@ -115,6 +133,14 @@ class Discovery:
         with self._lock:
             self._refresh_locked()
 
+    def api_versions(self, max_age: float) -> tuple[str, ...]:
+        """See `api_versions`; re-read when the last read is older than `max_age` seconds,
+        so CRDs installed since are seen."""
+        with self._lock:
+            if self._refreshed_at is None or time.monotonic() - self._refreshed_at > max_age:
+                self._refresh_locked()
+            return self._api_versions
+
     def _refresh_locked(self) -> None:
         documents = [self._fetch(path) for path in DISCOVERY_PATHS]
         for path, document in zip(DISCOVERY_PATHS, documents, strict=True):
@@ -125,4 +151,5 @@ class Discovery:
                 )
         # One assignment: readers never see a half-built map.
         self._resources = parse_aggregated(documents)
+        self._api_versions = api_versions(documents)
         self._refreshed_at = time.monotonic()

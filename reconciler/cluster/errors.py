@@ -40,6 +40,17 @@ class ServerError(ClusterError):
     transient = True
 
 
+class Throttled(ServerError):
+    """The API server refused the request for now (429, e.g. API Priority and Fairness);
+    `retry_after` is how long it asked the client to wait, in seconds, when it said."""
+
+    def __init__(
+        self, cluster: str, message: str, ref: ObjectRef | None, retry_after: float | None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(cluster, message, ref)
+
+
 class Forbidden(ClusterError):
     """The credentials were rejected (401) or lack the permission (403)."""
 

@@ -107,6 +107,8 @@ def _prepare(
 
 
 def _changes(desired: Any, live: Any) -> tuple[Change, ...]:
+    if _same(desired, live):
+        return ()  # most objects are in sync; DeepDiff costs far more than this check
     report = DeepDiff(live, desired, view="tree", threshold_to_diff_deeper=0)
     found: list[tuple[list[Segment], Change]] = []
     for kind in _REPORTS:
@@ -115,6 +117,18 @@ def _changes(desired: Any, live: Any) -> tuple[Change, ...]:
             found.append((path, Change(format_pointer(path), _value(level.t2), _value(level.t1))))
     found.sort(key=lambda item: [(isinstance(s, str), s) for s in item[0]])
     return tuple(change for _, change in found)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as DeepDiff sees it: the same types all the way down (1 is neither 1.0 nor
+    True). Anything but JSON's own types is left to DeepDiff."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return isinstance(a, str | int | float | bool | None) and a == b
 
 
 def _segment(key: Any) -> Segment:

@@ -5,9 +5,13 @@ Before kustomize runs, the app's kustomization and the local ones it builds
 on are read (`check_references`): an entry leaving the repository or naming
 an absolute path is refused, and so is a remote one (a URL, `git@host:` or
 `github.com/org/repo`) whose host `[render] allow_remote` does not list.
-kustomize itself then runs with its root-only load restrictor.
+kustomize itself then runs with its root-only load restrictor, or with the
+options `[render] kustomize_build_options` allows (Argo CD's `buildOptions`):
+`--enable-helm` makes kustomize inflate `helmCharts` with the reconciler's
+helm, from chart repositories `allow_remote` lists, in a private copy of the
+checkout (kustomize pulls charts into the kustomization's chart home).
 
-A build depends only on the commit, the path and the kustomize binary, so its
+A build depends only on the commit, the path, the options and the binaries, so its
 output is kept under state_dir and reused while those stay the same (as Argo
 CD's repo-server caches manifests per revision): reconciles of an unchanged
 commit then cost no kustomize runs.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -46,43 +51,76 @@ _GENERATORS = ("configMapGenerator", "secretGenerator")
 
 def render_kustomize(app: App, source: Source, tree: Tree, tools: Tools) -> list[Rendered]:
     base = clean_path(source.path or "")
-    check_references(tree, base, tools.allow_remote, tools.max_file_bytes)
+    charts = check_references(tree, base, tools.allow_remote, tools.max_file_bytes)
     if tools.kubectl is None:
         raise RenderError(
             "kustomize: kubectl not found (set RECONCILER_KUBECTL or [render] kubectl)"
         )
-    cached = _cache_file(tools.kubectl, tree, base, tools.cache_dir)
+    flags = _flags(tools, charts)
+    cached = _cache_file([tools.kubectl, *flags], tree, base, tools.cache_dir)
     if cached is not None and cached.is_file():
         output = cached.read_text(encoding="utf-8")
     else:
-        root = tree.materialise()
-        output = run_tool(
-            [
-                tools.kubectl,
-                "kustomize",
-                "--load-restrictor=LoadRestrictionsRootOnly",
-                "--",
-                str(root / base),
-            ],
-            tools,
-            f"kustomize build of {base or '.'} failed",
-            # Network only for remote bases, which [render] allow_remote vetted.
-            Grant(read=(root,), network=bool(tools.allow_remote)),
-            # git, run for remote bases, must not need /etc/gitconfig: the sandbox hides
-            # /etc, and git stops at a system config it cannot read.
-            env={"GIT_CONFIG_NOSYSTEM": "1"},
-            secrets=lambda: app_secret_values(tree, base),
-        )
+        with tempfile.TemporaryDirectory(prefix="reconciler-kustomize-") as tmp:
+            root = tree.materialise()
+            if charts is not None:
+                # kustomize writes the charts it pulls into the checkout: a private copy.
+                root = Path(shutil.copytree(root, Path(tmp) / "checkout", symlinks=True))
+            output = run_tool(
+                [tools.kubectl, "kustomize", *flags, "--", str(root / base)],
+                tools,
+                f"kustomize build of {base or '.'} failed",
+                # Network only for remote bases and charts, which allow_remote vetted.
+                Grant(
+                    read=(root,),
+                    write=(root,) if charts is not None else (),
+                    network=bool(tools.allow_remote),
+                    run=tuple(Path(h) for h in _helm_command(flags)),
+                ),
+                # git, run for remote bases, must not need /etc/gitconfig: the sandbox hides
+                # /etc, and git stops at a system config it cannot read.
+                env={"GIT_CONFIG_NOSYSTEM": "1"},
+                secrets=lambda: app_secret_values(tree, base),
+            )
         if cached is not None:
             _store(cached, output)
     origin = Origin(tree.repo, tree.commit, app.name, base)
     return objects_from_stream(output, base, origin, tools.max_objects)
 
 
-def check_references(tree: Tree, base: str, allow: Collection[str], max_file_bytes: int) -> None:
+def _flags(tools: Tools, charts: str | None) -> list[str]:
+    """kustomize's flags: [render] kustomize_build_options (config.py let only safe ones
+    through), the root-only load restrictor unless they lift it, and with `helmCharts`
+    the reconciler's helm."""
+    options = tools.kustomize_build_options
+    restrictor = [o for o in options if o.startswith("--load-restrictor=")]
+    flags = restrictor or ["--load-restrictor=LoadRestrictionsRootOnly"]
+    if charts is None:
+        return flags
+    if "--enable-helm" not in options:
+        raise RenderError(
+            f"{charts}: helmCharts need kustomize's --enable-helm "
+            '(set [render] kustomize_build_options = "--enable-helm")'
+        )
+    helm = shutil.which(tools.helm) if tools.helm else None
+    if helm is None:
+        raise RenderError(f"{charts}: helm not found (set RECONCILER_HELM or [render] helm)")
+    return [*flags, "--enable-helm", f"--helm-command={Path(helm).resolve()}"]
+
+
+def _helm_command(flags: list[str]) -> list[str]:
+    return [f.removeprefix("--helm-command=") for f in flags if f.startswith("--helm-command=")]
+
+
+def check_references(
+    tree: Tree, base: str, allow: Collection[str], max_file_bytes: int
+) -> str | None:
     """Refuse the app if a directory it builds on (its own, then each local base) holds
     a symlink leaving the repository or a file over the size limit, or if one of their
-    kustomizations names a path outside the repository or a remote `allow` does not list."""
+    kustomizations names a path outside the repository or a remote `allow` does not list
+    (a `helmCharts` repository included). Returns the first kustomization that inflates
+    `helmCharts`, or None."""
+    charts: str | None = None
     todo: list[str] = [base]
     seen: set[str] = set()
     while todo:
@@ -105,6 +143,26 @@ def check_references(tree: Tree, base: str, allow: Collection[str], max_file_byt
             if isinstance(doc, dict):
                 for key, reference in _references(doc):
                     todo.extend(_check(tree, directory, f"{file}: {key}", reference, allow))
+                if _helm_charts(doc, file, allow):
+                    charts = charts or file
+    return charts
+
+
+def _helm_charts(doc: dict[str, Any], file: str, allow: Collection[str]) -> bool:
+    """Whether the kustomization inflates `helmCharts`; each chart repository must be
+    one `allow` lists, and the chart home must stay inside the kustomization."""
+    charts = doc.get("helmCharts") or []
+    if not isinstance(charts, list):
+        raise RenderError(f"{file}: helmCharts must be a list")
+    for i, chart in enumerate(charts):
+        repo = chart.get("repo") if isinstance(chart, dict) else None
+        if isinstance(repo, str) and repo:
+            check_remote(repo, allow, f"{file}: helmCharts[{i}].repo")
+    helm_globals = doc.get("helmGlobals")
+    home = helm_globals.get("chartHome") if isinstance(helm_globals, dict) else None
+    if isinstance(home, str) and (home.startswith("/") or ".." in home.split("/")):
+        raise RenderError(f"{file}: helmGlobals.chartHome {home} leaves the kustomization")
+    return bool(charts)
 
 
 def _references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -161,15 +219,17 @@ def _check(
     return []
 
 
-def _cache_file(kubectl: str, tree: Tree, base: str, cache_dir: Path) -> Path | None:
-    """Where this build's output is kept; None when the binary cannot be identified."""
+def _cache_file(command: list[str], tree: Tree, base: str, cache_dir: Path) -> Path | None:
+    """Where this build's output is kept: keyed by the binary, every flag (the options,
+    and the helm binary they name), the commit and the path; None when a binary cannot
+    be identified."""
+    kubectl, *flags = command
     try:
-        binary = os.stat(kubectl)
+        binaries = [os.stat(b) for b in (kubectl, *_helm_command(flags))]
     except OSError:
         return None
-    key = "\0".join(
-        [kubectl, str(binary.st_size), str(binary.st_mtime_ns), tree.repo, tree.commit, base]
-    )
+    stamps = [f"{b.st_size}:{b.st_mtime_ns}" for b in binaries]
+    key = "\0".join([kubectl, *stamps, *flags, tree.repo, tree.commit, base])
     return cache_dir / "rendered" / "kustomize" / f"{hashlib.sha256(key.encode()).hexdigest()}"
 
 

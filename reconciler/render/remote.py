@@ -5,7 +5,7 @@ URLs included) through a Helm `valueFiles` URL or a kustomize remote base.
 Such references are refused unless their host (or host:port) is listed in
 `[render] allow_remote`. Allowed Helm value files are fetched here, by the
 reconciler, and handed to helm as local files, so helm itself never needs
-the network; charts are pulled only by the chart fetcher (helm.fetch_chart).
+the network; charts are fetched only by the chart fetcher (render/charts.py).
 """
 
 from __future__ import annotations

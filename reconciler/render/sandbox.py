@@ -76,6 +76,8 @@ class Grant:
     network: bool = False  # only for fetches the reconciler itself asks for
     # With network: the TCP ports it may connect to (Landlock ABI >= 4); empty: any.
     ports: tuple[int, ...] = ()
+    # Programs the tool may start besides the system's (kustomize's helm).
+    run: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ def spawn(
         rules.update({Path(p): landlock.READ for p in SYSTEM_READ})
         rules[binary] = landlock.RUN
         rules.update({p: landlock.READ for p in grant.read})
+        rules.update({p: landlock.RUN for p in grant.run})
         rules.update({p: landlock.WRITE for p in (*grant.write, private, Path(DEV_NULL))})
         ruleset = landlock.ruleset(found.landlock_abi, rules, grant.network, grant.ports)
     try:

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.config import RenderConfig
+from reconciler.config import ChartCredential, RenderConfig
 from reconciler.errors import RenderError
+from reconciler.model import Capabilities
 from reconciler.render.redaction import tool_message
 from reconciler.render.sandbox import Grant, Limits, spawn
 
@@ -43,10 +44,15 @@ class Tools:
     chart_mirrors: Mapping[str, str] = field(default_factory=dict)  # normalised URL -> mirror
     allow_remote: tuple[str, ...] = _DEFAULTS.allow_remote
     chart_ca_file: Path | None = _DEFAULTS.chart_ca_file
+    chart_credentials: tuple[ChartCredential, ...] = _DEFAULTS.chart_credentials
     max_output_bytes: int = _DEFAULTS.max_output_bytes
     max_objects: int = _DEFAULTS.max_objects
     memory_limit_bytes: int = _DEFAULTS.memory_limit_bytes
     cpu_seconds: int = _DEFAULTS.cpu_seconds
+    kustomize_build_options: tuple[str, ...] = _DEFAULTS.kustomize_build_options
+    # Each destination cluster's discovered capabilities (cluster name -> them), for
+    # charts that read `.Capabilities`; a cluster not reached yet has none.
+    capabilities: Mapping[str, Capabilities] = field(default_factory=dict)
 
     @classmethod
     def locate(cls, render: RenderConfig, cache_dir: Path) -> Tools:
@@ -61,10 +67,12 @@ class Tools:
             chart_mirrors=render.chart_mirrors,
             allow_remote=render.allow_remote,
             chart_ca_file=render.chart_ca_file,
+            chart_credentials=render.chart_credentials,
             max_output_bytes=render.max_output_bytes,
             max_objects=render.max_objects,
             memory_limit_bytes=render.memory_limit_bytes,
             cpu_seconds=render.cpu_seconds,
+            kustomize_build_options=render.kustomize_build_options,
         )
 
 

@@ -9,11 +9,13 @@ is never read: files come from the commit's tree.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,10 @@ _REMOTE_REF = re.compile(r"^refs/remotes/([^/]+)/(.+)$")
 _MAX_SYMLINK_HOPS = 16
 _SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
 _OID = re.compile(r"\b[0-9a-f]{40}\b")
+# Symlinks followed for one fingerprint before it gives up (and never matches).
+_MAX_FINGERPRINT_LINKS = 1000
+_MAX_LINKS_CACHED = 100_000  # tree id -> the links under it; cleared when full
+_LINKS: dict[pygit2.Oid, tuple[str, ...]] = {}
 # libgit2 otherwise waits for the OS TCP timeout when a remote is unreachable.
 pygit2.settings.server_connect_timeout = 10_000
 pygit2.settings.server_timeout = 60_000
@@ -60,6 +66,7 @@ class GitTree:
         # Trees of several commits of one repository object share its lock.
         self._lock = lock or threading.RLock()
         self._incomplete: Path | None = None  # this render's checkout lacking unreadable objects
+        self._fingerprints: dict[str, str] = {}  # path -> fingerprint ('' for none) at this commit
 
     @property
     def repo(self) -> str:
@@ -92,12 +99,16 @@ class GitTree:
         )
 
     def _resolve(self, path: str) -> pygit2.Object | None:
-        """The object at `path`, following symlinks as the filesystem will once the
-        tree is materialised: a link's target is relative to the directory the link
-        really is in, so `..` after a link to a directory climbs from where that
-        directory is, not from where the text suggests (Argo CD's out-of-bounds check).
+        return self._locate(path)[0]
 
-        None when nothing is there; TreeError when a link leaves the repository,
+    def _locate(self, path: str) -> tuple[pygit2.Object | None, str]:
+        """The object at `path` and where it really is (repo-relative), following
+        symlinks as the filesystem will once the tree is materialised: a link's target
+        is relative to the directory the link really is in, so `..` after a link to a
+        directory climbs from where that directory is, not from where the text suggests
+        (Argo CD's out-of-bounds check).
+
+        (None, "") when nothing is there; TreeError when a link leaves the repository,
         enters `.git` or loops."""
         pending = [p for p in reversed(clean_path(path).split("/")) if p]
         dirs: list[pygit2.Tree] = [self._root]  # the directories walked into, root first
@@ -114,7 +125,7 @@ class GitTree:
         while pending:
             part = pending.pop()
             if not isinstance(obj, pygit2.Tree):
-                return None  # a file used as a directory
+                return None, ""  # a file used as a directory
             if part in ("", "."):
                 continue
             if part == "..":
@@ -127,10 +138,10 @@ class GitTree:
             if part.lower() == ".git":
                 raise escape("into .git")
             if part not in obj:
-                return None
+                return None, ""
             entry = obj[part]
             if entry.filemode == FileMode.COMMIT:  # a submodule: not part of this repo
-                return None
+                return None, ""
             if entry.filemode == FileMode.LINK:
                 links.append("/".join([*names, part]))
                 if len(links) > _MAX_SYMLINK_HOPS:
@@ -140,14 +151,14 @@ class GitTree:
                 if target.startswith("/"):
                     raise escape("outside the repository")
                 if not target:
-                    return None
+                    return None, ""
                 pending.extend(reversed(target.split("/")))
                 continue  # resolved from the directory holding the link
             names.append(part)
             obj = entry
             if isinstance(entry, pygit2.Tree):
                 dirs.append(entry)
-        return obj
+        return obj, "/".join(names)
 
     def kind(self, path: str) -> EntryKind:
         with self._reading(path):
@@ -198,6 +209,45 @@ class GitTree:
                         raise self._unreadable(child, exc) from None  # the deepest one
             elif isinstance(entry, pygit2.Blob):
                 found.append(child)
+
+    def fingerprint(self, path: str) -> str | None:
+        """The git object id of what is at `path` (None when nothing is), so equal
+        fingerprints at two commits mean equal content. A directory's also covers the
+        targets of the symlinks under it: a tool following a link reads its target,
+        which may lie outside the directory."""
+        with self._reading(path):
+            found = self._fingerprints.get(path)
+            if found is None:
+                found = self._fingerprint(path, frozenset(), [_MAX_FINGERPRINT_LINKS])
+                self._fingerprints[path] = found
+        return found or None
+
+    def _fingerprint(self, path: str, within: frozenset[str], budget: list[int]) -> str:
+        """'' for nothing at `path`; `within` holds the directories whose links are being
+        followed (a link back into one is a loop, named rather than followed)."""
+        obj, where = self._locate(path)
+        if obj is None:
+            return ""
+        links = _links_under(obj) if isinstance(obj, pygit2.Tree) else ()
+        if not links:
+            return str(obj.id)
+        if where in within:
+            return f"{obj.id} loop"
+        parts = [str(obj.id)]
+        for link in links:
+            budget[0] -= 1
+            if budget[0] < 0:
+                # Too many links to follow: a fingerprint that never matches, so whatever
+                # read this directory is rendered again every time.
+                return f"{obj.id} unbounded {uuid.uuid4()}"
+            try:
+                target = self._fingerprint(
+                    f"{where}/{link}" if where else link, within | {where}, budget
+                )
+            except TreeError:
+                target = "outside"  # never materialised, and an error for whoever reads it
+            parts.append(f"{link}\0{target}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def materialise(self) -> Path:
         """Write the commit's files once into state_dir; commits are immutable, so the
@@ -498,6 +548,26 @@ class GitRevisions:
             f"revision {_shown(revision)} does not exist in repo {self._repo_name} "
             "(no branch, tag or commit of that name)"
         )
+
+
+def _links_under(tree: pygit2.Tree) -> tuple[str, ...]:
+    """The paths (relative to `tree`) of the symlinks anywhere under it. Kept per tree
+    id, which names its content: after a commit only the directories it changed are
+    walked again."""
+    found = _LINKS.get(tree.id)
+    if found is None:
+        links: list[str] = []
+        for entry in tree:
+            name = entry.name or ""
+            if entry.filemode == FileMode.LINK:
+                links.append(name)
+            elif isinstance(entry, pygit2.Tree):
+                links.extend(f"{name}/{link}" for link in _links_under(entry))
+        found = tuple(links)
+        if len(_LINKS) >= _MAX_LINKS_CACHED:
+            _LINKS.clear()
+        _LINKS[tree.id] = found
+    return found
 
 
 def _shown(revision: str) -> str:

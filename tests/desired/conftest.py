@@ -4,38 +4,25 @@ served over HTTP on loopback, and config files pointing at them."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import socket
-import subprocess
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from testenv.gitrepos import (
-    FIXTURE_URLS,
-    FIXTURES,
-    REPO_ROOT,
-    fixture_files,
-    make_upstream_and_clone,
+from testenv.charts import (
+    HELM,
+    ChartRepo,
+    chart_sources,
+    fixture_applications,
+    package_chart,
+    serve_charts,
 )
+from testenv.gitrepos import FIXTURE_URLS, fixture_files, make_upstream_and_clone
 
-HELM = REPO_ROOT / "testenv" / "bin" / "helm"
-CHART_TEMPLATE = """\
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-{{ .Chart.Name }}
-data:
-  chart: "{{ .Chart.Name }}-{{ .Chart.Version }}"
-  namespace: {{ .Release.Namespace | quote }}
-  values: {{ .Values | toJson | quote }}
-"""
+# Imported by the desired-state tests from here.
+__all__ = ["HELM", "ChartRepo", "chart_sources", "fixture_applications", "package_chart"]
 
 
 @dataclass(frozen=True)
@@ -43,28 +30,6 @@ class Homelab:
     base: Path
     clones: Mapping[str, Path]
     upstreams: Mapping[str, Path]
-
-
-@dataclass(frozen=True)
-class ChartRepo:
-    url: str
-    charts: frozenset[tuple[str, str, str]]  # (repoURL as Applications name it, chart, version)
-
-
-def fixture_applications() -> list[dict[str, Any]]:
-    """Every Application document in the fixture repos, read directly from the files."""
-    apps = []
-    for name in FIXTURE_URLS:
-        for path in sorted((FIXTURES / name / "kubernetes" / "argocd-apps").rglob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if isinstance(doc, dict) and doc.get("kind") == "Application":
-                    apps.append(doc)
-    return apps
-
-
-def chart_sources(app: Mapping[str, Any]) -> list[dict[str, Any]]:
-    spec = app["spec"]
-    return [s for s in spec.get("sources") or [spec["source"]] if "chart" in s]
 
 
 def require_helm() -> str:
@@ -82,65 +47,13 @@ def homelab(tmp_path_factory: pytest.TempPathFactory) -> Homelab:
     return Homelab(base, clones, upstreams)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Requests are not logged: stderr belongs to the command under test."""
-
-
-def _serve(directory: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def package_chart(helm: str, work: Path, chart: str, version: str, destination: Path) -> Path:
-    """A tiny chart (one ConfigMap of CHART_TEMPLATE), packaged into `destination` by the
-    real helm; its .tgz."""
-    source = work / f"{chart}-{version}" / chart
-    (source / "templates").mkdir(parents=True)
-    (source / "Chart.yaml").write_text(
-        yaml.safe_dump({"apiVersion": "v2", "name": chart, "version": version})
-    )
-    (source / "values.yaml").write_text("fromChartDefaults: true\n")
-    (source / "templates" / "configmap.yaml").write_text(CHART_TEMPLATE)
-    subprocess.run(
-        [helm, "package", str(source), "--destination", str(destination)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return destination / f"{chart}-{version}.tgz"
-
-
 @pytest.fixture(scope="session")
 def chart_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartRepo]:
-    """A Helm repository holding a tiny chart for every chart+version the fixture
-    Applications ask for, packaged by the real helm."""
-    helm = require_helm()
-    work = tmp_path_factory.mktemp("charts")
-    served = work / "served"
-    served.mkdir()
-    wanted = {
-        (s["repoURL"], s["chart"], str(s["targetRevision"]))
-        for app in fixture_applications()
-        for s in chart_sources(app)
-    }
-    for chart, version in sorted({(c, v) for _, c, v in wanted}):
-        package_chart(helm, work / "src", chart, version, served)
-    for url in _serve(served):
-        subprocess.run(
-            [helm, "repo", "index", str(served), "--url", url],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        yield ChartRepo(url, frozenset(wanted))
+    """A Helm repository holding a stand-in chart for every chart+version the fixture
+    Applications ask for (testenv/charts.py), packaged by the real helm."""
+    require_helm()
+    with serve_charts(tmp_path_factory.mktemp("charts")) as repo:
+        yield repo
 
 
 def unused_port() -> int:

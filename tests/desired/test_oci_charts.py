@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 
 from reconciler.errors import RenderError
-from reconciler.render.helm import pull_env, pull_grant
+from reconciler.render.charts import pull_env, pull_grant
 from reconciler.render.tools import Tools, run_tool
 from testenv.gitrepos import make_upstream_and_clone
 from testenv.pki import CertAuthority, make_ca
 from testenv.registry import Registry
-from tests.builders import yaml_file
+from tests.desired.chart_server import application, reconciler_check
+from tests.desired.chart_server import errors_of as _errors_of
+from tests.desired.chart_server import render as _render
 from tests.desired.conftest import package_chart, require_helm, write_config
-from tests.helpers_lab import reconciler_cli
 
 REPO_URL = "https://git.example.invalid/lab/apps.git"
-AGENTIC = "https://10.20.0.40:6443"
 SECRET = "hunter2-registry-password"
 
 
@@ -57,18 +57,7 @@ def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registries]
 
 
 def _application(name: str, source: dict[str, Any]) -> bytes:
-    return yaml_file(
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": name, "namespace": "argocd"},
-            "spec": {
-                "project": "default",
-                "source": source,
-                "destination": {"server": AGENTIC, "namespace": name},
-            },
-        }
-    )
+    return application(name, {"source": source})
 
 
 def _chart_app(name: str, repo_url: str, chart: str = "hello", version: str = "1.0.0") -> bytes:
@@ -90,28 +79,11 @@ def _config(tmp_path: Path, apps: dict[str, bytes], ca_file: Path | None) -> Pat
     return write_config(tmp_path, {"lab": clone}, urls={"lab": REPO_URL}, render=render)
 
 
-def _render(config: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """`reconciler render -o json`: the objects by app and name, and the error lines."""
-    result = reconciler_cli(config, "render", "-o", "json")
-    assert "Traceback" not in result.stderr, result.stderr
-    objects = {
-        f"{row['app']}/{row['object']['metadata']['name']}": row["object"]
-        for row in json.loads(result.stdout)
-    }
-    return objects, result.stderr.splitlines()
-
-
 def _render_lab(
     tmp_path: Path, apps: dict[str, bytes], ca_file: Path | None
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """What `_render` makes of the lab of `_config`."""
     return _render(_config(tmp_path, apps, ca_file))
-
-
-def _errors_of(lines: list[str], app: str) -> str:
-    found = [line for line in lines if line.startswith(f"app {app} ")]
-    assert len(found) == 1, lines
-    return found[0]
 
 
 def test_a_chart_from_an_oci_registry_renders_and_is_pulled_once(
@@ -242,9 +214,7 @@ def test_reconciler_check_names_a_chart_ca_file_that_holds_no_certificate(
     not_pem = tmp_path / "ca.crt"
     not_pem.write_text("not a certificate\n")
     config = _config(tmp_path, {}, ca_file=not_pem)
-    for cluster in ("prod", "agentic", "monit"):
-        (config.parent / f"{cluster}.kubeconfig").write_text("apiVersion: v1\n")
-    result = reconciler_cli(config, "check")
+    result = reconciler_check(config)
     assert result.returncode != 0
     assert f"render.chart_ca_file: {not_pem}: expected a readable file of PEM CA certificates" in (
         result.stderr

@@ -154,8 +154,10 @@ def test_charts_are_cached_per_repository_chart_and_version(
     urls = {u for u, _, _ in chart_repo.charts}
     config = write_config(tmp_path, homelab.clones, mirror=chart_repo.url, chart_urls=urls)
     assert _errors(_render(config)).keys() == UNCONFIGURED.keys()
-    cached = sorted(p.name for p in (tmp_path / "state" / "charts").glob("*/*"))
-    assert len(cached) == len(chart_repo.charts)  # velero 12.0.0 is one entry, not two apps
+    refs = list((tmp_path / "state" / "charts" / "refs").iterdir())
+    assert len(refs) == len(chart_repo.charts)  # velero 12.0.0 is one entry, not two apps
+    archives = list((tmp_path / "state" / "charts" / "sha256").glob("*.tgz"))
+    assert len(archives) == len(chart_repo.charts)
     dead = write_config(
         tmp_path, homelab.clones, mirror=f"http://127.0.0.1:{unused_port()}", chart_urls=urls
     )

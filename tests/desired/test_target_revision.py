@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pygit2.enums import ObjectType
 
-from reconciler.config import Config, parse_config
+from reconciler.config import Config
 from reconciler.daemon import _same_render
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.errors import TreeError
@@ -23,6 +23,7 @@ from testenv.gitrepos import (
     commit_files,
     make_upstream_and_clone,
 )
+from tests.builders import agentic_config
 from tests.desired.conftest import require_helm
 
 URL = "https://example.invalid/lab.git"
@@ -66,24 +67,8 @@ def _application(name: str, **source: Any) -> bytes:
 
 
 def _config(tmp: Path, clone: Path, ref: str = "refs/remotes/origin/main") -> Config:
-    return parse_config(
-        {
-            "daemon": {"state_dir": str(tmp / "state")},
-            "render": {"helm": require_helm()},
-            "repos": [
-                {"name": "lab", "path": str(clone), "url": URL, "apps": ["apps"], "ref": ref}
-            ],
-            "clusters": [
-                {
-                    "name": "agentic",
-                    "mode": "apply",
-                    "kubeconfig": str(tmp / "kubeconfig"),
-                    "servers": [SERVER],
-                }
-            ],
-        },
-        tmp / "config.toml",
-    )
+    repo = {"name": "lab", "path": str(clone), "url": URL, "apps": ["apps"], "ref": ref}
+    return agentic_config(tmp, [repo], SERVER, render={"helm": require_helm()})
 
 
 def _render(config: Config, fetch: bool = True) -> Desired:

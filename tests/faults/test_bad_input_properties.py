@@ -22,6 +22,7 @@ from reconciler.config import Config, load_config, parse_config
 from reconciler.desired import RepoTrees, build_desired, tools_for
 from reconciler.errors import ConfigError
 from reconciler.tree import EntryKind, clean_path
+from tests.builders import agentic_config
 
 URL = "https://git.test/lab.git"
 SERVER = "https://agentic.test:6443"
@@ -109,20 +110,8 @@ def _application(name: str, path: str) -> dict[str, Any]:
 
 
 def _config(tmp: Path) -> Config:
-    return parse_config(
-        {
-            "daemon": {"state_dir": str(tmp / "state")},
-            "repos": [{"name": "lab", "path": str(tmp), "url": URL, "apps": ["apps"]}],
-            "clusters": [
-                {
-                    "name": "agentic",
-                    "mode": "apply",
-                    "kubeconfig": str(tmp / "kubeconfig"),
-                    "servers": [SERVER],
-                }
-            ],
-        },
-        tmp / "config.toml",
+    return agentic_config(
+        tmp, [{"name": "lab", "path": str(tmp), "url": URL, "apps": ["apps"]}], SERVER
     )
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from reconciler.errors import RenderError
 from reconciler.render import sandbox
-from reconciler.render.helm import helm_env
+from reconciler.render.charts import helm_env
 from reconciler.render.sandbox import Grant, Protections
 from reconciler.render.tools import Tools, run_tool
 from testenv.gitrepos import FileContent, Symlink

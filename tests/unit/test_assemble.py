@@ -7,19 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.desired import ClusterDesired, assemble_cluster, shared_lines
-from reconciler.model import App, AppOrigin, ObjectRef, Origin, Result, api_group
+from reconciler.model import App, ObjectRef, Origin, Result, api_group
 from reconciler.render import Rendered
+from tests.builders import app
 
 
 def _app(name: str, namespace: str = "media") -> App:
-    return App(
-        name=name,
-        cluster="prod",
-        namespace=namespace,
-        sources=(),
-        origin=AppOrigin("repo", "c0ffee", f"apps/{name}.yaml"),
-        sync_options=("CreateNamespace=true", "ServerSideApply = true"),
-    )
+    options = ("CreateNamespace=true", "ServerSideApply = true")
+    return app(name, cluster="prod", namespace=namespace, repo="repo", sync_options=options)
 
 
 def _obj(

@@ -47,6 +47,10 @@ PROOFS: dict[str, list[str]] = {
     "logs.ship_ca_file": [
         "tests/integration/test_log_shipping.py::test_https_is_verified_against_the_configured_ca"
     ],
+    "render.chart_credentials": [
+        "tests/desired/test_chart_credentials.py::test_http_repository_credentials_render_and_wrong_or_missing_ones_fail_that_app_only",
+        "tests/desired/test_chart_credentials.py::test_a_password_file_others_can_read_is_refused_naming_it",
+    ],
     "render.chart_ca_file": [
         "tests/desired/test_oci_charts.py::test_a_chart_from_an_oci_registry_renders_and_is_pulled_once",
         "tests/desired/test_oci_charts.py::test_reconciler_check_names_a_chart_ca_file_that_holds_no_certificate",
@@ -59,6 +63,16 @@ PROOFS: dict[str, list[str]] = {
     ],
     "render.chart_mirrors": [
         "tests/desired/test_render_homelab.py::test_helm_values_reach_the_chart_in_argo_cd_order"
+    ],
+    "render.max_app_depth": [
+        "tests/desired/test_app_of_apps.py::"
+        "test_a_chain_past_the_depth_bound_is_an_error_naming_it_and_siblings_render"
+    ],
+    "render.kustomize_build_options": [
+        "tests/desired/test_render_options.py::"
+        "test_enable_helm_inflates_helm_charts_from_an_allowed_loopback_repository",
+        "tests/unit/test_config_render_options.py::"
+        "test_unsafe_or_unknown_kustomize_options_are_refused_naming_them",
     ],
     "daemon.max_prune_share": [
         "tests/integration/test_mass_deletion_share.py::"
@@ -75,6 +89,10 @@ PROOFS: dict[str, list[str]] = {
     "daemon.hook_timeout_s": [
         "tests/integration/test_waves_hooks.py::"
         "test_a_hook_that_never_completes_times_out_and_stops_the_sync"
+    ],
+    "daemon.dry_run_concurrency": [
+        "tests/integration/test_dry_run_concurrency.py::"
+        "test_a_cold_diff_sends_dry_runs_side_by_side_and_reports_as_one_at_a_time"
     ],
     "repos[].name": [
         "tests/desired/test_catalogue.py::test_config_declared_apps_join_the_catalogue"

@@ -15,7 +15,6 @@ import pytest
 
 from reconciler.model import (
     App,
-    AppOrigin,
     Change,
     Drift,
     DriftType,
@@ -42,6 +41,7 @@ from reconciler.plan import (
 )
 from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR
 from reconciler.report import FindingKind
+from tests.builders import app
 
 Obj = dict[str, Any]
 NS = "ai-platform"
@@ -55,12 +55,11 @@ def make_app(
     prune: bool = True,
     create_namespace: bool = False,
 ) -> App:
-    return App(
-        name=name,
-        cluster="agentic",
+    return app(
+        name,
         namespace=namespace,
+        repo="agentic_lab",
         sources=(Source(repo_url="https://github.com/x/agentic_lab", repo="agentic_lab"),),
-        origin=AppOrigin("agentic_lab", "c0ffee", f"kubernetes/argocd-apps/{name}.yaml"),
         sync_wave=wave,
         sync_options=("CreateNamespace=true",) if create_namespace else (),
         sync_policy={"automated": {"prune": prune, "selfHeal": True}},

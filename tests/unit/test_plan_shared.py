@@ -9,7 +9,6 @@ from typing import Any
 
 from reconciler.model import (
     App,
-    AppOrigin,
     InventoryItem,
     Manifest,
     Mode,
@@ -20,6 +19,7 @@ from reconciler.model import (
 from reconciler.pairs import join
 from reconciler.plan import ActionKind, Plan, next_inventory, plan
 from reconciler.report import Finding, FindingKind
+from tests.builders import app
 
 NS = "media"
 SHARED = ObjectRef("", "ConfigMap", NS, "shared")
@@ -27,15 +27,8 @@ CONTESTED = {SHARED: {"alpha": "lab:alpha/cm.yaml", "beta": "lab:beta/cm.yaml"}}
 
 
 def _app(name: str, *options: str) -> App:
-    return App(
-        name=name,
-        cluster="agentic",
-        namespace=NS,
-        sources=(),
-        origin=AppOrigin("lab", "c0ffee", f"apps/{name}.yaml"),
-        sync_options=options,
-        sync_policy={"automated": {"prune": True, "selfHeal": True}},
-    )
+    policy = {"automated": {"prune": True, "selfHeal": True}}
+    return app(name, namespace=NS, sync_options=options, sync_policy=policy)
 
 
 def _configmap(name: str) -> dict[str, Any]:

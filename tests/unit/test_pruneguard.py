@@ -85,6 +85,7 @@ def test_object_sync_options_are_read_from_the_comma_separated_annotation() -> N
         "ServerSideApply": "true",
         "Prune": "confirm",
         "Delete": "false",
+        "bad": "",  # read as an app's option is: a name with no value matches no value
     }
     assert object_options(configmap()) == {}
 

@@ -8,8 +8,9 @@ import pytest
 from reconciler.documents import parse_documents
 from reconciler.errors import RenderError
 from reconciler.model import Origin
+from reconciler.render.charts import oci_reference
 from reconciler.render.directory import selected
-from reconciler.render.helm import _oci_reference, set_value
+from reconciler.render.helm import set_value
 from reconciler.render.objects import objects_from, objects_from_stream
 
 ORIGIN = Origin("repo", "abc", "app", "path")
@@ -50,11 +51,11 @@ def test_helm_set_values_keep_commas_unless_they_are_a_list() -> None:
 
 
 def test_oci_charts_are_recognised_with_or_without_scheme() -> None:
-    assert _oci_reference("oci://ghcr.io/org/charts/", "app") == "oci://ghcr.io/org/charts/app"
-    assert _oci_reference("registry-1.docker.io/bitnamicharts", "redis") == (
+    assert oci_reference("oci://ghcr.io/org/charts/", "app") == "oci://ghcr.io/org/charts/app"
+    assert oci_reference("registry-1.docker.io/bitnamicharts", "redis") == (
         "oci://registry-1.docker.io/bitnamicharts/redis"
     )
-    assert _oci_reference("https://charts.jetstack.io", "cert-manager") is None
+    assert oci_reference("https://charts.jetstack.io", "cert-manager") is None
 
 
 def test_documents_that_are_not_manifests_are_skipped() -> None:

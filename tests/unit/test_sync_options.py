@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from reconciler.syncpolicy import parse_options, problems
+from reconciler.model import parse_options
+from reconciler.syncpolicy import problems
 from testenv.gitrepos import FIXTURES
 
 ACCEPTED = [

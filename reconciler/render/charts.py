@@ -1,0 +1,374 @@
+"""Charts from repositories, kept by what they hold.
+
+A chart version is fetched once and stored as its archive under its sha256
+(`charts/sha256/<hex>.tgz`); a small ref file maps repo+chart+version to that
+digest. Every use hashes the archive again, so a truncated or altered file is
+found, said, and fetched again, and a chart whose archive verifies is used
+without the network: a repository that is down stops no render of a chart
+already fetched.
+
+HTTP repositories are read here, not by helm: index.yaml, then the archive it
+names, whose sha256 must be the index's `digest`. TLS is verified against the
+system's CAs and [render] chart_ca_file; credentials from [render]
+chart_credentials go in a header that is sent to the repository's own
+scheme, host and port only (never to a redirect or an archive URL elsewhere).
+OCI charts are pulled by helm in the render sandbox (it checks the registry's
+layer digest), with credentials in a registry config file written for that one
+pull, never in argv or the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import ssl
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.config import ChartCredential
+from reconciler.errors import RenderError
+from reconciler.render.sandbox import Grant
+from reconciler.render.tools import Tools, run_tool
+from reconciler.urls import normalise_url, redact_url
+
+log = logging.getLogger(__name__)
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_RANGE = re.compile(r"[*^~<>=|xX ]")  # semver constraint syntax, not one version
+_MAX_INDEX_BYTES = 64 * 1024 * 1024  # public repositories' index.yaml reach tens of MiB
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart version as an Application names it; `where` is how messages name it."""
+
+    repo_url: str
+    name: str
+    version: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.name} {self.version} from {redact_url(self.repo_url)}"
+
+
+def oci_reference(repo_url: str, chart: str) -> str | None:
+    """Argo CD names OCI registries either `oci://host/path` or `host/path` (no scheme)."""
+    if repo_url.startswith("oci://"):
+        return f"{repo_url.rstrip('/')}/{chart}"
+    if "://" not in repo_url:
+        return f"oci://{repo_url.rstrip('/')}/{chart}"
+    return None
+
+
+def chart_archive(chart: Chart, helm: str, tools: Tools) -> tuple[Path, str]:
+    """The chart's verified archive in the cache, and its sha256 (hex)."""
+    key = "\0".join([normalise_url(chart.repo_url), chart.name, chart.version])
+    ref = tools.cache_dir / "charts" / "refs" / hashlib.sha256(key.encode()).hexdigest()
+    known = _read_ref(ref)
+    if known is not None:
+        archive = _blob(tools, known)
+        if _sha256_of(archive) == known:
+            return archive, known
+        log.warning(
+            "cached chart %s: its archive %s does not match its sha256 (truncated or altered); "
+            "fetching it again",
+            chart.where,
+            archive,
+        )
+    data = _fetch(chart, helm, tools)
+    digest = hashlib.sha256(data).hexdigest()
+    archive = _blob(tools, digest)
+    store_whole(archive, data)
+    store_whole(ref, digest.encode())
+    return archive, digest
+
+
+def unpack(archive: Path, chart: Chart, into: Path, max_bytes: int) -> Path:
+    """The chart directory of `archive`, extracted into `into` (a fresh directory).
+    Only plain files and directories inside `into`, at most `max_bytes` in all."""
+    unavailable = f"chart not available: {chart.where}"
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            if sum(m.size for m in members) > max_bytes:
+                raise RenderError(f"{unavailable} (it unpacks to over {max_bytes} bytes)")
+            tar.extractall(
+                into, members=[m for m in members if m.isfile() or m.isdir()], filter="data"
+            )
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise RenderError(f"{unavailable} (its archive cannot be unpacked: {exc})") from None
+    chart_dir = into / chart.name
+    if not (chart_dir / "Chart.yaml").is_file():
+        raise RenderError(f"{unavailable} (the archive holds no chart {chart.name})")
+    return chart_dir
+
+
+def store_whole(file: Path, data: bytes) -> None:
+    """Written whole then renamed, so a concurrent reader never sees half a file."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, file)
+
+
+def credential_for(url: str, tools: Tools) -> ChartCredential | None:
+    """The [render] chart_credentials entry with the longest URL prefix of `url`."""
+    target = normalise_url(url if "://" in url else f"oci://{url}")
+    matches = [
+        c
+        for c in tools.chart_credentials
+        if target == (prefix := normalise_url(c.url)) or target.startswith(prefix.rstrip("/") + "/")
+    ]
+    return max(matches, key=lambda c: len(c.url), default=None)
+
+
+def read_password(credential: ChartCredential) -> str:
+    """The password of `credential`, from a file only its owner may read (as ssh asks
+    of private keys)."""
+    file = credential.password_file
+    try:
+        mode = file.stat().st_mode
+        if mode & 0o077:
+            raise RenderError(
+                f"[render] chart_credentials password_file {file} is readable by others "
+                f"(mode {mode & 0o777:o}); make it readable by its owner only (chmod 600)"
+            )
+        return file.read_text(encoding="utf-8").strip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise RenderError(
+            f"[render] chart_credentials password_file {file} cannot be read ({reason})"
+        ) from None
+
+
+def pull_grant(pull_url: str, into: Path, tools: Tools) -> Grant:
+    """What a chart pull from `pull_url` may touch: `into` (in the chart cache), Helm's
+    home, the chart CA file, and TCP connections to the URL's port only (Landlock cannot tell
+    hosts apart, and registries send blob downloads to storage hosts on that port)."""
+    parsed = urllib.parse.urlsplit(pull_url if "://" in pull_url else f"oci://{pull_url}")
+    default = 80 if parsed.scheme == "http" else 443
+    return Grant(
+        read=(tools.chart_ca_file,) if tools.chart_ca_file else (),
+        write=(into, tools.cache_dir / "helm"),
+        network=True,
+        ports=(parsed.port or default,),
+    )
+
+
+def helm_env(cache_dir: Path) -> dict[str, str]:
+    """Helm's homes, added to the sandbox's clean environment; created here so the
+    sandbox can grant them (it leaves out paths that do not exist)."""
+    home = cache_dir / "helm"
+    env = {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    for directory in env.values():
+        os.makedirs(directory, exist_ok=True)
+    return env
+
+
+def pull_env(tools: Tools) -> dict[str, str]:
+    """Helm's homes and, with [render] chart_ca_file, that file as Go's CA bundle: Go
+    reads it instead of the system's bundle file but still reads the system's
+    certificate directories, so the CA is trusted besides the system's, not instead."""
+    env = helm_env(tools.cache_dir)
+    if tools.chart_ca_file is not None:
+        env["SSL_CERT_FILE"] = str(tools.chart_ca_file)
+    return env
+
+
+def _blob(tools: Tools, digest: str) -> Path:
+    return tools.cache_dir / "charts" / "sha256" / f"{digest}.tgz"
+
+
+def _read_ref(ref: Path) -> str | None:
+    try:
+        digest = ref.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return digest if _HEX.match(digest) else None
+
+
+def _sha256_of(file: Path) -> str | None:
+    try:
+        with file.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _fetch(chart: Chart, helm: str, tools: Tools) -> bytes:
+    pull_url = tools.chart_mirrors.get(normalise_url(chart.repo_url), chart.repo_url)
+    credential = credential_for(pull_url, tools)
+    password = None
+    try:
+        password = read_password(credential) if credential else None
+        if oci_reference(pull_url, chart.name) is not None:
+            return _pull_oci(chart, pull_url, helm, tools, credential, password)
+        return _fetch_http(chart, pull_url, tools, credential, password)
+    except RenderError as exc:
+        message = str(exc).replace(password, "***") if password else str(exc)
+        raise RenderError(
+            f"chart not available: {chart.where} ({message}){_tls_hint(message)}"
+        ) from None
+
+
+def _pull_oci(
+    chart: Chart,
+    pull_url: str,
+    helm: str,
+    tools: Tools,
+    credential: ChartCredential | None,
+    password: str | None,
+) -> bytes:
+    reference = oci_reference(pull_url, chart.name)
+    assert reference is not None
+    pulls = tools.cache_dir / "charts" / "pulls"
+    pulls.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=pulls) as tmp:
+        # Values as `--flag=value` and the chart after `--`: none can be read as a flag.
+        argv = [helm, "pull", f"--version={chart.version}", f"--destination={tmp}"]
+        if credential is not None and password is not None:
+            host = urllib.parse.urlsplit(reference).netloc
+            auth = base64.b64encode(f"{credential.username}:{password}".encode()).decode()
+            config = Path(tmp) / "registry.json"
+            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"auths": {host: {"auth": auth}}}, out)
+            argv.append(f"--registry-config={config}")
+        argv += ["--", reference]
+        # The one render step with network: a pull the reconciler itself asks for.
+        grant = pull_grant(pull_url, Path(tmp), tools)
+        secrets = (password,) if password else ()
+        try:
+            run_tool(argv, tools, "helm pull", grant, env=pull_env(tools), secrets=lambda: secrets)
+        except RenderError as exc:
+            raise RenderError(f"{exc}{_auth_hint(str(exc), credential is not None)}") from None
+        pulled = [p for p in Path(tmp).glob("*.tgz")]
+        if len(pulled) != 1:
+            raise RenderError(f"the download holds no chart {chart.name}")
+        return _limited_read(pulled[0], tools.max_file_bytes)
+
+
+def _limited_read(file: Path, max_bytes: int) -> bytes:
+    if file.stat().st_size > max_bytes:
+        raise RenderError(f"the chart archive is over [render] max_file_bytes ({max_bytes})")
+    return file.read_bytes()
+
+
+def _fetch_http(
+    chart: Chart,
+    pull_url: str,
+    tools: Tools,
+    credential: ChartCredential | None,
+    password: str | None,
+) -> bytes:
+    base = pull_url.rstrip("/") + "/"
+    auth = None
+    if credential is not None and password is not None:
+        token = base64.b64encode(f"{credential.username}:{password}".encode()).decode()
+        auth = f"Basic {token}"
+    index_data = _get(urllib.parse.urljoin(base, "index.yaml"), base, auth, tools, _MAX_INDEX_BYTES)
+    entry = _index_entry(index_data, chart)
+    urls = entry.get("urls") or []
+    if not urls or not isinstance(urls[0], str):
+        raise RenderError("its index.yaml entry names no archive URL")
+    data = _get(urllib.parse.urljoin(base, urls[0]), base, auth, tools, tools.max_file_bytes)
+    expected = str(entry.get("digest") or "").lower().removeprefix("sha256:")
+    actual = hashlib.sha256(data).hexdigest()
+    if expected and expected != actual:
+        raise RenderError(
+            f"digest mismatch: index.yaml says sha256 {expected}, the archive served is "
+            f"{actual}; refused"
+        )
+    return data
+
+
+def _index_entry(index_data: bytes, chart: Chart) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        index = yaml.load(index_data, Loader=loader)  # a safe loader, C when built
+    except yaml.YAMLError:
+        raise RenderError("its index.yaml is not YAML") from None
+    entries = (index.get("entries") if isinstance(index, dict) else None) or {}
+    versions = [e for e in entries.get(chart.name) or [] if isinstance(e, dict)]
+    if not versions:
+        raise RenderError(f"chart {chart.name} not found in the repository's index.yaml")
+    wanted = chart.version.removeprefix("v")
+    for entry in versions:
+        if str(entry.get("version", "")).removeprefix("v") == wanted:
+            return entry
+    if _RANGE.search(chart.version):
+        raise RenderError(
+            f"targetRevision {chart.version} is a version range; charts are cached by exact "
+            "version, so name one"
+        )
+    raise RenderError(f"version {chart.version} of {chart.name} not found in index.yaml")
+
+
+def _get(url: str, base: str, auth: str | None, tools: Tools, max_bytes: int) -> bytes:
+    """`url`, with `auth` only when it is on `base`'s scheme, host and port."""
+    context = ssl.create_default_context()
+    if tools.chart_ca_file is not None:
+        context.load_verify_locations(cafile=str(tools.chart_ca_file))
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    request = urllib.request.Request(url)
+    # Unredirected: a redirect to another host does not carry it (passCredentials).
+    if auth is not None and _origin(url) == _origin(base):
+        request.add_unredirected_header("Authorization", auth)
+    shown = redact_url(url)
+    try:
+        with opener.open(request, timeout=tools.timeout) as response:
+            data: bytes = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        message = f"{shown}: HTTP {exc.code} {exc.reason}"
+        raise RenderError(f"{message}{_auth_hint(message, auth is not None)}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise RenderError(f"{shown} could not be fetched: {reason}") from None
+    if len(data) > max_bytes:
+        raise RenderError(f"{shown} is over {max_bytes} bytes")
+    return data
+
+
+# How servers and helm say a request lacked or failed authentication ("basic credential
+# not found" is helm's, for a registry that asked and had none; redaction shortens it).
+_UNAUTHORISED = re.compile(
+    r"\b40[13]\b|unauthori[sz]ed|forbidden|basic (credential|<redacted>)", re.I
+)
+
+
+def _auth_hint(message: str, had_credential: bool) -> str:
+    if not _UNAUTHORISED.search(message):
+        return ""
+    if had_credential:
+        return "; the credentials of [render] chart_credentials were refused"
+    return "; the server asks for credentials: add them to [render] chart_credentials"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.scheme, (parsed.hostname or "").lower(), parsed.port
+
+
+def _tls_hint(message: str) -> str:
+    if "x509:" not in message and "tls:" not in message and "CERTIFICATE_VERIFY" not in message:
+        return ""
+    return (
+        "; the server's TLS certificate is not trusted: its CA must be in the system's "
+        "CA certificates or in [render] chart_ca_file"
+    )
