@@ -31,21 +31,24 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from reconciler.config import ChartCredential
 from reconciler.errors import RenderError
 from reconciler.render.sandbox import Grant
+from reconciler.render.semver import ConstraintError, highest, is_constraint
 from reconciler.render.tools import Tools, run_tool
 from reconciler.urls import normalise_url, redact_url
 
 log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-_RANGE = re.compile(r"[*^~<>=|xX ]")  # semver constraint syntax, not one version
+_VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+-]{1,128}$")  # a version a range resolved to
+_T = TypeVar("_T")
 _MAX_INDEX_BYTES = 64 * 1024 * 1024  # public repositories' index.yaml reach tens of MiB
 
 
@@ -72,9 +75,11 @@ def oci_reference(repo_url: str, chart: str) -> str | None:
 
 
 def chart_archive(chart: Chart, helm: str, tools: Tools) -> tuple[Path, str]:
-    """The chart's verified archive in the cache, and its sha256 (hex)."""
-    key = "\0".join([normalise_url(chart.repo_url), chart.name, chart.version])
-    ref = tools.cache_dir / "charts" / "refs" / hashlib.sha256(key.encode()).hexdigest()
+    """The chart's verified archive in the cache, and its sha256 (hex). A version
+    range is resolved first, each time (reconciler.render.semver)."""
+    if is_constraint(chart.version):
+        chart = _resolved(chart, tools)
+    ref = _cache_key(tools, "refs", chart)
     known = _read_ref(ref)
     if known is not None:
         archive = _blob(tools, known)
@@ -195,12 +200,12 @@ def _blob(tools: Tools, digest: str) -> Path:
     return tools.cache_dir / "charts" / "sha256" / f"{digest}.tgz"
 
 
-def _read_ref(ref: Path) -> str | None:
+def _read_ref(ref: Path, form: re.Pattern[str] = _HEX) -> str | None:
     try:
-        digest = ref.read_text(encoding="ascii").strip()
+        found = ref.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
-    return digest if _HEX.match(digest) else None
+    return found if form.match(found) else None
 
 
 def _sha256_of(file: Path) -> str | None:
@@ -211,15 +216,67 @@ def _sha256_of(file: Path) -> str | None:
         return None
 
 
+def _cache_key(tools: Tools, kind: str, chart: Chart) -> Path:
+    key = "\0".join([normalise_url(chart.repo_url), chart.name, chart.version])
+    return tools.cache_dir / "charts" / kind / hashlib.sha256(key.encode()).hexdigest()
+
+
+def _resolved(chart: Chart, tools: Tools) -> Chart:
+    """`chart` at the highest version its repository's index offers within its range,
+    as Helm picks it, asked again at every render; when the index cannot be read, the
+    version picked last time (offline from the cache, like an exact version)."""
+    last = _cache_key(tools, "ranges", chart)
+
+    def pick(pull_url: str, credential: ChartCredential | None, password: str | None) -> str:
+        if oci_reference(pull_url, chart.name) is not None:
+            raise RenderError(
+                "a version range is resolved from an HTTP repository's index.yaml; "
+                "for a chart in an OCI registry, name one version"
+            )
+        base, auth = _endpoint(pull_url, credential, password)
+        offered = [version for version, _ in _versions(_index(base, auth, tools), chart.name)]
+        try:
+            found = highest(chart.version, offered)
+        except ConstraintError as exc:
+            raise RenderError(f"targetRevision: {exc}") from None
+        if found is None:
+            raise RenderError(f"no version in index.yaml is within {chart.version}")
+        return found
+
+    try:
+        version = _with_credentials(chart, tools, pick)
+    except RenderError as exc:
+        version = _read_ref(last, _VERSION_TEXT) or ""
+        if not version:
+            raise
+        log.warning("%s; using %s, the version it resolved to before", exc, version)
+    else:
+        store_whole(last, version.encode())
+    return replace(chart, version=version)
+
+
 def _fetch(chart: Chart, helm: str, tools: Tools) -> bytes:
+    def fetch(pull_url: str, credential: ChartCredential | None, password: str | None) -> bytes:
+        if oci_reference(pull_url, chart.name) is not None:
+            return _pull_oci(chart, pull_url, helm, tools, credential, password)
+        return _fetch_http(chart, pull_url, tools, credential, password)
+
+    return _with_credentials(chart, tools, fetch)
+
+
+def _with_credentials(
+    chart: Chart,
+    tools: Tools,
+    reach: Callable[[str, ChartCredential | None, str | None], _T],
+) -> _T:
+    """`reach(pull_url, credential, password)` for the chart's repository (or its
+    mirror), its failure said as the chart's, without the password."""
     pull_url = tools.chart_mirrors.get(normalise_url(chart.repo_url), chart.repo_url)
     credential = credential_for(pull_url, tools)
     password = None
     try:
         password = read_password(credential) if credential else None
-        if oci_reference(pull_url, chart.name) is not None:
-            return _pull_oci(chart, pull_url, helm, tools, credential, password)
-        return _fetch_http(chart, pull_url, tools, credential, password)
+        return reach(pull_url, credential, password)
     except RenderError as exc:
         message = str(exc).replace(password, "***") if password else str(exc)
         raise RenderError(
@@ -277,13 +334,8 @@ def _fetch_http(
     credential: ChartCredential | None,
     password: str | None,
 ) -> bytes:
-    base = pull_url.rstrip("/") + "/"
-    auth = None
-    if credential is not None and password is not None:
-        token = base64.b64encode(f"{credential.username}:{password}".encode()).decode()
-        auth = f"Basic {token}"
-    index_data = _get(urllib.parse.urljoin(base, "index.yaml"), base, auth, tools, _MAX_INDEX_BYTES)
-    entry = _index_entry(index_data, chart)
+    base, auth = _endpoint(pull_url, credential, password)
+    entry = _index_entry(_index(base, auth, tools), chart)
     urls = entry.get("urls") or []
     if not urls or not isinstance(urls[0], str):
         raise RenderError("its index.yaml entry names no archive URL")
@@ -298,25 +350,41 @@ def _fetch_http(
     return data
 
 
-def _index_entry(index_data: bytes, chart: Chart) -> dict[str, Any]:
+def _endpoint(
+    pull_url: str, credential: ChartCredential | None, password: str | None
+) -> tuple[str, str | None]:
+    """The repository's base URL and the Authorization header its credential makes."""
+    auth = None
+    if credential is not None and password is not None:
+        token = base64.b64encode(f"{credential.username}:{password}".encode()).decode()
+        auth = f"Basic {token}"
+    return pull_url.rstrip("/") + "/", auth
+
+
+def _index(base: str, auth: str | None, tools: Tools) -> dict[str, Any]:
+    """The repository's index.yaml: its `entries` by chart name."""
+    data = _get(urllib.parse.urljoin(base, "index.yaml"), base, auth, tools, _MAX_INDEX_BYTES)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        index = yaml.load(index_data, Loader=loader)  # a safe loader, C when built
+        index = yaml.load(data, Loader=loader)  # a safe loader, C when built
     except yaml.YAMLError:
         raise RenderError("its index.yaml is not YAML") from None
-    entries = (index.get("entries") if isinstance(index, dict) else None) or {}
-    versions = [e for e in entries.get(chart.name) or [] if isinstance(e, dict)]
-    if not versions:
-        raise RenderError(f"chart {chart.name} not found in the repository's index.yaml")
+    entries = index.get("entries") if isinstance(index, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _versions(entries: dict[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
+    listed = [e for e in entries.get(name) or [] if isinstance(e, dict)]
+    if not listed:
+        raise RenderError(f"chart {name} not found in the repository's index.yaml")
+    return [(str(e.get("version", "")), e) for e in listed]
+
+
+def _index_entry(entries: dict[str, Any], chart: Chart) -> dict[str, Any]:
     wanted = chart.version.removeprefix("v")
-    for entry in versions:
-        if str(entry.get("version", "")).removeprefix("v") == wanted:
+    for version, entry in _versions(entries, chart.name):
+        if version.removeprefix("v") == wanted:
             return entry
-    if _RANGE.search(chart.version):
-        raise RenderError(
-            f"targetRevision {chart.version} is a version range; charts are cached by exact "
-            "version, so name one"
-        )
     raise RenderError(f"version {chart.version} of {chart.name} not found in index.yaml")
 
 

@@ -33,6 +33,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.model import App, Capabilities
 from reconciler.render import Rendered, Tools, render_app
 from reconciler.render.kustomize import KUSTOMIZATION_FILES
+from reconciler.render.semver import is_constraint
 from reconciler.tree import EntryKind, Fingerprinted, Tree, clean_path
 
 
@@ -248,10 +249,13 @@ def _inside(path: str, dirs: Collection[str], or_at: bool = False) -> bool:
 
 def _fetches(app: App, tools: Tools, recorders: Sequence[_Recorder | None]) -> bool:
     """Whether the render may have read something from the network, which no tree
-    fingerprints: a value file by URL, or a kustomize build allowed remote bases."""
+    fingerprints: a value file by URL, a chart version range, or a kustomize build
+    allowed remote bases."""
     for source in app.sources:
         if source.helm is not None and any("://" in f for f in source.helm.value_files):
             return True
+        if source.chart is not None and is_constraint(source.target_revision):
+            return True  # a version range may resolve to a newer chart at any time
     if not tools.allow_remote:
         return False
     return any(

@@ -171,3 +171,56 @@ def test_helm_output_is_reused_until_a_value_file_changes(tmp_path: Path) -> Non
         assert values["colour"] == "red"
     finally:
         server.stop()
+
+
+def test_a_version_range_takes_the_highest_release_each_render_and_the_last_one_offline(
+    tmp_path: Path,
+) -> None:
+    require_helm()
+    server = ChartServer(tmp_path / "repo")
+    try:
+        for version in ("1.1.0", "1.2.0", "1.2.7", "2.0.0-rc.1", "2.0.0"):
+            server.add_chart("hello", version)
+        config, _ = lab_config(
+            tmp_path,
+            {
+                "kubernetes/argocd-apps/a.yaml": chart_app("a", server.url, "1.2.*"),
+                "kubernetes/argocd-apps/b.yaml": chart_app("b", server.url, ">=1.0 <2.0.0-0"),
+            },
+        )
+        first, errors = render(config)
+        assert errors == []
+        assert first["a/a-hello"]["data"]["chart"] == "hello-1.2.7"
+        assert first["b/b-hello"]["data"]["chart"] == "hello-1.2.7"
+
+        server.add_chart("hello", "1.2.9")
+        newer, errors = render(config)
+        assert errors == []
+        assert newer["a/a-hello"]["data"]["chart"] == "hello-1.2.9", "resolved again"
+
+        server.stop()
+        offline, errors = render(config)
+        assert errors == []
+        assert offline["a/a-hello"]["data"]["chart"] == "hello-1.2.9", "the last resolution"
+    finally:
+        server.stop()
+
+
+def test_a_range_no_release_meets_fails_its_app_naming_the_range(tmp_path: Path) -> None:
+    require_helm()
+    server = ChartServer(tmp_path / "repo")
+    try:
+        server.add_chart("hello", "1.0.0")
+        config, _ = lab_config(
+            tmp_path,
+            {
+                "kubernetes/argocd-apps/a.yaml": chart_app("a", server.url, "^3.1"),
+                "kubernetes/argocd-apps/b.yaml": chart_app("b", server.url, "1.0.0"),
+            },
+        )
+        objects, errors = render(config)
+        assert "b/b-hello" in objects
+        message = errors_of(errors, "a")
+        assert "hello ^3.1" in message and "no version in index.yaml is within ^3.1" in message
+    finally:
+        server.stop()
