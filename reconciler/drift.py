@@ -23,11 +23,13 @@ from reconciler.diff import diff_object, parse_ignore_rules
 from reconciler.diff.fieldsets import FieldSet, owned_part
 from reconciler.diff.fingerprint import canonical, digest, project
 from reconciler.diff.ignore import IgnoreRule
+from reconciler.diff.noop import applies_unchanged
 from reconciler.diff.normalize import plain
 from reconciler.diff.removed import argocd_applied
 from reconciler.dryruns import AdaptiveLimit, send
 from reconciler.errors import ReconcilerError
 from reconciler.model import (
+    FIELD_MANAGER,
     TRACKING_LABEL,
     App,
     Drift,
@@ -294,7 +296,7 @@ class Differ:
             # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
             # What git removed shows through the fields Argo CD applied.
             found = diff_object(m.ref, m.obj, live, ignore=rules, applied=applied)
-        elif verdicts.get(m.ref) == verdict:
+        elif verdicts.get(m.ref) == verdict or applies_unchanged(m.obj, live, FIELD_MANAGER):
             found = None
         else:
             return _DryRun(pair, app_rules, verdict)

@@ -1,7 +1,8 @@
 """A cold diff sends its server-side dry-runs side by side, and backs off when the API
 server throttles it: shown by the real kube-apiserver's audit log, and under its real
 API Priority and Fairness (a FlowSchema that gives the reconciler's identity a tiny
-share of the server and rejects the rest with 429)."""
+share of the server and rejects the rest with 429). Objects the reconciler's own
+apply left as git says need no dry-run at all (reconciler.diff.noop)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.model import TRACKING_LABEL
 from testenv.clusters import RECONCILER_USER, Cluster
 from testenv.config import Repo, targets, write_config
 from tests.builders import config_map, yaml_file
@@ -72,19 +74,30 @@ def most_at_once(requests: list[DryRun]) -> int:
 
 
 @contextlib.contextmanager
-def bulk_app(lab: Lab) -> Iterator[str]:
-    """An app of OBJECTS ConfigMaps on agentic, synced; yields its namespace."""
+def bulk_app(lab: Lab, tmp_path: Path, synced: bool = False) -> Iterator[str]:
+    """An app of OBJECTS ConfigMaps on agentic, as git says them; yields its namespace.
+    Put there by the reconciler's sync when `synced`, else by a person's server-side
+    apply (so the reconciler owns no field and must ask the server what its apply
+    would do)."""
     ns = unique("bulk")
+    objects = [
+        config_map(f"cm-{i:04d}", {"index": str(i)}, ns, {TRACKING_LABEL: "bulk"})
+        for i in range(OBJECTS)
+    ]
     files: dict[str, bytes | None] = {
         "apps/bulk.yaml": yaml_file(application("bulk", "agentic", "deploy/bulk", ns)),
-        "deploy/bulk/objects.yaml": yaml_file(
-            *(config_map(f"cm-{i:04d}", {"index": str(i)}, ns) for i in range(OBJECTS))
-        ),
+        "deploy/bulk/objects.yaml": yaml_file(*objects),
     }
     lab.commit(files, "bulk app")
     try:
-        done = lab.run("sync", "--cluster", "agentic", "--app", "bulk")
-        assert done.returncode == 0, done.stderr
+        if synced:
+            done = lab.run("sync", "--cluster", "agentic", "--app", "bulk")
+            assert done.returncode == 0, done.stderr
+        else:
+            manifest = tmp_path / f"{ns}.yaml"
+            manifest.write_bytes(yaml_file(*objects))
+            kubectl(lab.clusters["agentic"], "create", "namespace", ns)
+            kubectl(lab.clusters["agentic"], "apply", "--server-side", "-f", str(manifest))
         yield ns
     finally:
         with contextlib.suppress(urllib.error.HTTPError):
@@ -109,7 +122,7 @@ def test_a_cold_diff_sends_dry_runs_side_by_side_and_reports_as_one_at_a_time(
     lab: Lab, tmp_path: Path
 ) -> None:
     agentic = lab.clusters["agentic"]
-    with bulk_app(lab) as ns:
+    with bulk_app(lab, tmp_path) as ns:
         # Some drift and one object the server refuses, so the reports have content.
         kubectl(agentic, "-n", ns, "patch", "configmap", "cm-0017", "-p", '{"data":{"index":"x"}}')
         kubectl(agentic, "-n", ns, "patch", "configmap", "cm-0201", "-p", '{"data":{"index":"y"}}')
@@ -139,7 +152,7 @@ def test_a_throttling_server_gets_fewer_dry_runs_at_once_and_its_retry_after_is_
     lab: Lab, tmp_path: Path
 ) -> None:
     agentic = lab.clusters["agentic"]
-    with bulk_app(lab) as ns, throttled(agentic, ns):
+    with bulk_app(lab, tmp_path) as ns, throttled(agentic, ns):
         offset = agentic.audit_log.stat().st_size
         code, out, err = cold_diff(lab, tmp_path, 16)
         sent = dry_runs(agentic, ns, offset)
@@ -154,6 +167,31 @@ def test_a_throttling_server_gets_fewer_dry_runs_at_once_and_its_retry_after_is_
     soon, wait = datetime.timedelta(seconds=0.3), datetime.timedelta(seconds=0.9)
     assert not [r for r in sent if first + soon < r.received < first + wait]
     assert len(refused) < len(sent) // 4, "the reconciler slowed down rather than hammering"
+
+
+def test_objects_the_reconciler_applied_as_git_says_need_no_dry_run_on_a_cold_diff(
+    lab: Lab, tmp_path: Path
+) -> None:
+    agentic = lab.clusters["agentic"]
+    with bulk_app(lab, tmp_path, synced=True) as ns:
+        offset = agentic.audit_log.stat().st_size
+        code, out, err = cold_diff(lab, tmp_path, 4)
+        assert dry_runs(agentic, ns, offset) == [], "nothing to ask: each apply is a no-op"
+        assert code == 0 and json.loads(out) == [], err
+
+        # A person's edit takes the field from the reconciler; a git change moves the
+        # desired value: both are asked of the server again, and both are drift.
+        kubectl(agentic, "-n", ns, "patch", "configmap", "cm-0017", "-p", '{"data":{"index":"x"}}')
+        objects = [
+            config_map(f"cm-{i:04d}", {"index": str(i)}, ns, {TRACKING_LABEL: "bulk"})
+            for i in range(OBJECTS)
+        ]
+        objects[42]["data"]["added"] = "in git"
+        lab.commit({"deploy/bulk/objects.yaml": yaml_file(*objects)}, "cm-0042 grows a key")
+        offset = agentic.audit_log.stat().st_size
+        code, out, err = cold_diff(lab, tmp_path, 4)
+        assert len(dry_runs(agentic, ns, offset)) == 2, "only the two that may change"
+    assert sorted(row["ref"]["name"] for row in json.loads(out)) == ["cm-0017", "cm-0042"], err
 
 
 @contextlib.contextmanager
