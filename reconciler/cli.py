@@ -280,22 +280,22 @@ def _render(config: Config, args: argparse.Namespace) -> int:
     if args.app:
         catalogue = build_catalogue(config, sources.trees, sources.urls)
         app = next((a for a in catalogue.apps if a.name == args.app), None)
-        if app is None:
-            broken = [e for e in catalogue.errors if e.app == args.app]
+        broken = [e for e in catalogue.errors if e.app == args.app]
+        if broken:
             for error in broken:
                 print(error, file=sys.stderr)
-            if broken:
-                return EXIT_FAILED
-            print(
-                f"unknown app {args.app!r} ({len(catalogue.apps)} apps in the catalogue)",
-                file=sys.stderr,
-            )
-            return EXIT_INVALID
-        # The app's whole cluster is rendered: duplicates and CRD scopes span apps.
-        clusters = {app.cluster} if clusters is None or app.cluster in clusters else set()
+            return EXIT_FAILED
+        if app is not None:
+            # The app's whole cluster is rendered: duplicates and CRD scopes span apps.
+            clusters = {app.cluster} if clusters is None or app.cluster in clusters else set()
+        # Otherwise it may be an app another app renders (app-of-apps): render to know.
 
     desired = build_desired(config, sources, tools_for(config), clusters)
     errors = [e for e in desired.errors if args.app in (None, e.app)]
+    if args.app and not errors and all(a.name != args.app for a in desired.catalogue.apps):
+        count = len(desired.catalogue.apps)
+        print(f"unknown app {args.app!r} ({count} apps in the catalogue)", file=sys.stderr)
+        return EXIT_INVALID
     for line in [*map(str, errors), *shared_lines(desired.clusters.values(), args.app)]:
         print(line, file=sys.stderr)
     selected = [

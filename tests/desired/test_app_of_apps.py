@@ -6,6 +6,7 @@ their siblings render."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.pruneguard import AppTrace, Fate, departure
 from testenv.gitrepos import commit_files, make_upstream_and_clone
 from tests.desired.conftest import require_helm
+from tests.helpers_lab import reconciler_cli
 
 URL = "https://example.invalid/lab.git"
 AGENTIC = "https://10.20.0.40:6443"
@@ -220,3 +222,34 @@ def test_the_children_of_a_parent_whose_render_fails_are_kept_not_pruned(tmp_pat
     assert fate({"roots/plain/broken.yaml": b"kind: [\n"}) is Fate.KEEP  # parent fails
     # The parent renders again without the child: removed from git, so deleted.
     assert fate({"roots/plain/broken.yaml": None, "roots/plain/child.yaml": None}) is Fate.DELETE
+
+
+def test_render_app_finds_an_app_another_app_renders(tmp_path: Path) -> None:
+    _, clone = make_upstream_and_clone(tmp_path, "lab", FILES)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[daemon]",
+                f'state_dir = "{tmp_path / "state"}"',
+                "[render]",
+                f'helm = "{require_helm()}"',
+                "[[repos]]",
+                'name = "lab"',
+                f'path = "{clone}"',
+                f'url = "{URL}"',
+                'apps = ["apps"]',
+                "[[clusters]]",
+                'name = "agentic"',
+                'mode = "apply"',
+                'kubeconfig = "k"',
+                f'servers = ["{AGENTIC}"]',
+            ]
+        )
+    )
+    child = reconciler_cli(config, "render", "--app", "helm-child", "-o", "json")
+    assert [row["object"]["metadata"]["name"] for row in json.loads(child.stdout)] == [
+        "helm-child-own"
+    ], child.stderr
+    unknown = reconciler_cli(config, "render", "--app", "nobody")
+    assert unknown.returncode == 2 and "unknown app 'nobody'" in unknown.stderr

@@ -70,12 +70,8 @@ def test_pre_releases_are_chosen_only_when_the_constraint_names_one() -> None:
 
 
 def test_exact_versions_are_not_constraints() -> None:
-    assert [is_constraint(v) for v in ("1.2.3", "v39.0.5", "0.11.29", "1.0.0-rc.1")] == [
-        False
-    ] * 4
-    assert [is_constraint(v) for v in ("1.2.*", "1.x", "^1.2", "~1", ">=1", "1 || 2")] == [
-        True
-    ] * 6
+    assert [is_constraint(v) for v in ("1.2.3", "v39.0.5", "0.11.29", "1.0.0-rc.1")] == [False] * 4
+    assert [is_constraint(v) for v in ("1.2.*", "1.x", "^1.2", "~1", ">=1", "1 || 2")] == [True] * 6
 
 
 @pytest.mark.parametrize("constraint", [">=banana", "1.2 ||", "~>", "1.2.3.4"])
