@@ -39,7 +39,7 @@ from reconciler import logs, requests, systemd
 from reconciler.catalogue import Catalogue
 from reconciler.cluster import ClusterError, NotSynced, Unreachable
 from reconciler.config import Config
-from reconciler.desired import ClusterDesired, Desired
+from reconciler.desired import ClusterDesired, Desired, prune_checkouts
 from reconciler.diff.fingerprint import digest
 from reconciler.diff.redact import redact_text
 from reconciler.engine import ClusterEngine
@@ -485,14 +485,22 @@ class Daemon:
             desired = self.session.render(fetch=fetch)
             self.metrics.count_renders(desired.rendered, desired.reused)
             self.session.record_repos(desired)
+            pruned = prune_checkouts(self.session.config, desired)
+            if pruned:
+                self.log.info("checkouts.pruned", removed=pruned)
             for name, problem in sorted(desired.unreadable.items()):
                 if self._repo_errors.get(name) != problem:
                     self.log.error("repo.unreadable", repo=name, error=problem)
             self._repo_errors = desired.unreadable
-            # A chart that could not be fetched last time may render now: same commits
-            # and same errors mean the same render, and keeping the object keeps the
-            # engines' per-render caches.
-            if self.desired is not None and _same_render(desired, self.desired):
+            # Same commits, same errors and the same objects are the same render, and
+            # keeping the object keeps the engines' per-render caches. Commits alone do
+            # not say it: a destination's capabilities or a chart version range may
+            # change what renders, and a chart that could not be fetched may be back.
+            if (
+                self.desired is not None
+                and _same_render(desired, self.desired)
+                and not _moved(desired, self.desired)
+            ):
                 return frozenset()
             # A repo that cannot be read right now keeps its apps' last good desired state.
             desired = keep_last_good(desired, self.desired, desired.unreadable)

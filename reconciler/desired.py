@@ -153,6 +153,13 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
     return RepoTrees(trees, urls, problems, tuple(notes), revisions)
 
 
+def prune_checkouts(config: Config, desired: Desired) -> int:
+    """Remove the checkouts of commits `desired` no longer renders (every repo's; see
+    GitSource.prune_checkouts); how many went."""
+    keep = {*desired.commits.values(), *desired.revisions.values()}
+    return sum(GitSource(repo, config.state_dir).prune_checkouts(keep) for repo in config.repos)
+
+
 def tools_for(config: Config) -> Tools:
     return Tools.locate(config.render, config.state_dir)
 

@@ -110,3 +110,23 @@ def agentic_config(
     }
     raw = {"daemon": {"state_dir": str(tmp / "state")}, **sections}
     return parse_config({**raw, "repos": list(repos), "clusters": [cluster]}, tmp / "config.toml")
+
+
+def argo_application(
+    name: str, server: str, namespace: str, *sources: Mapping[str, Any], **spec: Any
+) -> bytes:
+    """An Argo CD Application file deploying `sources` (one is `spec.source`, more are
+    `spec.sources`, as people write them) to `namespace` of the cluster at `server`."""
+    body: dict[str, Any] = {"destination": {"server": server, "namespace": namespace}, **spec}
+    if len(sources) == 1:
+        body["source"] = dict(sources[0])
+    else:
+        body["sources"] = [dict(s) for s in sources]
+    return yaml_file(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": name, "namespace": "argocd"},
+            "spec": body,
+        }
+    )

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_TEXT = re.compile(r"^[0-9A-Za-z.+-]{1,128}$")  # a version a range resolved to
 _T = TypeVar("_T")
+# More entries than any real chart holds (the largest public ones hold a few hundred).
+MAX_CHART_MEMBERS = 10_000
 _MAX_INDEX_BYTES = 64 * 1024 * 1024  # public repositories' index.yaml reach tens of MiB
 
 
@@ -105,9 +107,15 @@ def unpack(archive: Path, chart: Chart, into: Path, max_bytes: int) -> Path:
     unavailable = f"chart not available: {chart.where}"
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            members = tar.getmembers()
-            if sum(m.size for m in members) > max_bytes:
-                raise RenderError(f"{unavailable} (it unpacks to over {max_bytes} bytes)")
+            members: list[tarfile.TarInfo] = []
+            size = 0
+            for member in tar:  # read one header at a time: a bomb stops at the caps
+                members.append(member)
+                size += member.size
+                if size > max_bytes:
+                    raise RenderError(f"{unavailable} (it unpacks to over {max_bytes} bytes)")
+                if len(members) > MAX_CHART_MEMBERS:
+                    raise RenderError(f"{unavailable} (it holds over {MAX_CHART_MEMBERS} files)")
             tar.extractall(
                 into, members=[m for m in members if m.isfile() or m.isdir()], filter="data"
             )
@@ -393,12 +401,24 @@ def _get(url: str, base: str, auth: str | None, tools: Tools, max_bytes: int) ->
     context = ssl.create_default_context()
     if tools.chart_ca_file is not None:
         context.load_verify_locations(cafile=str(tools.chart_ca_file))
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    shown = redact_url(url)
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        # An index may name its archives by any URL: file:// would read this host.
+        raise RenderError(f"{shown}: only http and https URLs are fetched")
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(context=context),
+        urllib.request.HTTPRedirectHandler(),  # http(s) only: no other handler is here
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
     request = urllib.request.Request(url)
     # Unredirected: a redirect to another host does not carry it (passCredentials).
     if auth is not None and _origin(url) == _origin(base):
         request.add_unredirected_header("Authorization", auth)
-    shown = redact_url(url)
     try:
         with opener.open(request, timeout=tools.timeout) as response:
             data: bytes = response.read(max_bytes + 1)

@@ -142,7 +142,8 @@ def check_references(
         for doc in parse_documents(read_limited(tree, file, max_file_bytes), file):
             if isinstance(doc, dict):
                 for key, reference in _references(doc):
-                    todo.extend(_check(tree, directory, f"{file}: {key}", reference, allow))
+                    where = f"{file}: {key}"
+                    todo.extend(_check(tree, directory, where, reference, allow, max_file_bytes))
                 if _helm_charts(doc, file, allow):
                     charts = charts or file
     return charts
@@ -197,9 +198,17 @@ def _references(doc: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _check(
-    tree: Tree, directory: str, where: str, reference: str, allow: Collection[str]
+    tree: Tree,
+    directory: str,
+    where: str,
+    reference: str,
+    allow: Collection[str],
+    max_file_bytes: int,
 ) -> list[str]:
-    """The local kustomization directories `reference` leads to (to be read in turn)."""
+    """The local kustomization directories `reference` leads to (to be read in turn).
+    A file it names is size-checked through the tree, like the directories' files:
+    outside them (LoadRestrictionsNone) it is otherwise read by kustomize alone, unseen
+    by the limit and by the render memo."""
     if is_url(reference):
         check_remote(reference, allow, f"{where} entry")
         return []
@@ -213,6 +222,8 @@ def _check(
     builds = where.rpartition(": ")[2] in _BUILD_LISTS
     if kind == "dir" and builds:
         return [path]
+    if kind == "file":
+        check_size(tree, path, max_file_bytes)
     if kind == "missing" and builds and remote_host(reference) is not None:
         # Not in the repository, so kustomize would fetch it (`github.com/org/repo//dir`).
         check_remote(reference, allow, f"{where} entry")

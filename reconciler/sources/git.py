@@ -9,15 +9,17 @@ is never read: files come from the commit's tree.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -264,6 +266,9 @@ class GitTree:
             if self._incomplete is not None:
                 return self._incomplete
             if dest.is_dir():
+                # Touched as used, so prune_checkouts spares a checkout being read.
+                with contextlib.suppress(OSError):
+                    os.utime(dest)
                 return dest
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
@@ -346,6 +351,11 @@ class _Credentials(pygit2.RemoteCallbacks):
         raise pygit2.GitError(f"no usable credentials for {redact_url(url)}")
 
 
+# How long a checkout of a commit no longer rendered is kept (reconciler.sources.git
+# GitSource.prune_checkouts).
+CHECKOUT_IDLE_S = 3600.0
+
+
 class GitSource:
     """One configured repository: its clone (read-only) and its cache in state_dir."""
 
@@ -419,6 +429,29 @@ class GitSource:
                 f"repo {self.name}: cannot read {self.ref} from {self._config.path} "
                 f"(corrupt repository? {exc})"
             ) from None
+
+    def prune_checkouts(self, keep: Collection[str], idle_s: float = CHECKOUT_IDLE_S) -> int:
+        """Remove this repo's checkouts of commits not in `keep` (the commits rendered
+        now) that were written over `idle_s` ago, and how many: one is written per
+        commit rendered, and a daemon renders many commits a day. The age spares a
+        checkout another process (a `diff` beside the daemon) may be reading."""
+        try:
+            entries = list((self._checkouts / self.name).iterdir())
+        except OSError:
+            return 0
+        horizon = time.time() - idle_s
+        removed = 0
+        for entry in entries:
+            if entry.name.partition(".")[0] in keep:
+                continue
+            try:
+                if entry.lstat().st_mtime > horizon:
+                    continue
+            except OSError:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        return removed
 
     def revisions(self, tracked: GitTree) -> GitRevisions:
         """The repository's other commits, for sources pinned by targetRevision."""

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ import pygit2
 import pytest
 import yaml
 
-from reconciler.render.charts import Chart, chart_archive
+from reconciler.config import load_config
+from reconciler.daemon import Daemon
+from reconciler.desired import Desired
+from reconciler.errors import RenderError
+from reconciler.render.charts import MAX_CHART_MEMBERS, Chart, chart_archive, unpack
 from reconciler.render.tools import Tools
 from testenv.gitrepos import commit_files, make_upstream_and_clone, pull
 from tests.desired.chart_server import ChartServer, application, errors_of, render
@@ -224,3 +229,59 @@ def test_a_range_no_release_meets_fails_its_app_naming_the_range(tmp_path: Path)
         assert "hello ^3.1" in message and "no version in index.yaml is within ^3.1" in message
     finally:
         server.stop()
+
+
+def test_the_daemon_takes_a_newer_chart_in_range_without_a_commit(tmp_path: Path) -> None:
+    require_helm()
+    server = ChartServer(tmp_path / "repo")
+    daemon = None
+    try:
+        server.add_chart("hello", "1.2.0")
+        config, _ = lab_config(
+            tmp_path, {"kubernetes/argocd-apps/a.yaml": chart_app("a", server.url, "~1.2")}
+        )
+        daemon = Daemon(load_config(config))
+        assert "agentic" in daemon.refresh()
+
+        def chart_of(desired: Desired | None) -> str:
+            assert desired is not None
+            (m,) = [m for m in desired.clusters["agentic"].manifests if m.origin.app == "a"]
+            return str(m.obj["data"]["chart"])
+
+        assert chart_of(daemon.desired) == "hello-1.2.0"
+        assert daemon.refresh() == frozenset(), "nothing moved"
+        server.add_chart("hello", "1.2.3")
+        assert daemon.refresh() == {"agentic"}, "the same commits, a newer chart"
+        assert chart_of(daemon.desired) == "hello-1.2.3"
+    finally:
+        server.stop()
+        if daemon is not None:
+            daemon.stopping.set()
+            daemon.session.close()
+
+
+def test_an_index_naming_its_archive_by_a_file_url_is_refused(tmp_path: Path) -> None:
+    require_helm()
+    server = ChartServer(tmp_path / "repo")
+    try:
+        server.add_chart("hello", "1.0.0", archive_url=f"file://{tmp_path / 'repo'}")
+        config, _ = lab_config(
+            tmp_path, {"kubernetes/argocd-apps/a.yaml": chart_app("a", server.url)}
+        )
+        objects, errors = render(config)
+        assert objects == {}
+        assert "only http and https URLs are fetched" in errors_of(errors, "a")
+    finally:
+        server.stop()
+
+
+def test_an_archive_of_too_many_entries_is_refused_before_it_is_read_whole(
+    tmp_path: Path,
+) -> None:
+    bomb = tmp_path / "bomb.tgz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        for i in range(MAX_CHART_MEMBERS + 1):
+            tar.addfile(tarfile.TarInfo(f"hello/empty-{i}"))
+    chart = Chart("https://charts.example", "hello", "1.0.0")
+    with pytest.raises(RenderError, match=f"over {MAX_CHART_MEMBERS} files"):
+        unpack(bomb, chart, tmp_path / "out", 1 << 20)

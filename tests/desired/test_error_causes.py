@@ -19,7 +19,7 @@ from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from testenv import config as testenv_config
 from testenv.clusters import ClusterSet
 from testenv.gitrepos import FileContent, make_upstream_and_clone
-from tests.builders import config_map, yaml_file
+from tests.builders import argo_application, config_map, yaml_file
 from tests.desired.conftest import unused_port, write_config
 from tests.helpers_lab import SERVERS, reconciler_cli
 
@@ -33,20 +33,8 @@ APPLICATION = "kubernetes/argocd-apps/lost-application.yaml"
 
 
 def _application(name: str, *sources: dict[str, Any]) -> bytes:
-    spec: dict[str, Any] = {"destination": {"server": SERVER, "namespace": "lab"}}
     given = [{"repoURL": URL, "targetRevision": "main", **s} for s in sources]
-    if len(given) == 1:
-        spec["source"] = given[0]
-    else:
-        spec["sources"] = given
-    return yaml.safe_dump(
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    ).encode()
+    return argo_application(name, SERVER, "lab", *given)
 
 
 def _chart(base: str, template: bytes) -> dict[str, FileContent]:

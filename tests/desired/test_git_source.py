@@ -3,6 +3,7 @@ its own cache, never changes the operator's clone, and keeps working offline."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -158,3 +159,35 @@ def test_symlinks_inside_the_repository_are_followed_and_escaping_ones_refused(
     root = tree.materialise()
     assert (root / "deploy" / "inside.yaml").read_bytes() == ORIGINAL
     assert not (root / "deploy" / "outside.yaml").exists()
+
+
+def test_checkouts_of_commits_no_longer_rendered_are_removed_once_idle(
+    repos: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, clone = repos
+    source = _source(clone, tmp_path / "state", ref="refs/heads/main")
+    old = source.snapshot()
+    old_dir = old.materialise()
+    commit_files(pygit2.Repository(str(clone)), "refs/heads/main", {APP_FILE: CHANGED}, "edit")
+    new = source.snapshot()
+    new_dir = new.materialise()
+    assert old_dir != new_dir and old_dir.is_dir()
+
+    # Just written: another process may be reading it.
+    assert source.prune_checkouts({new.commit}) == 0 and old_dir.is_dir()
+    assert source.prune_checkouts({new.commit}, idle_s=0) == 1
+    assert not old_dir.exists()
+    assert (new_dir / APP_FILE).read_bytes() == CHANGED, "the rendered commit's stays"
+
+
+def test_a_checkout_read_again_is_spared_as_recently_used(
+    repos: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, clone = repos
+    source = _source(clone, tmp_path / "state", ref="refs/heads/main")
+    tree = source.snapshot()
+    written = tree.materialise()
+    long_ago = written.stat().st_mtime - 7200
+    os.utime(written, (long_ago, long_ago))
+    assert source.snapshot().materialise() == written  # a reader takes it up again
+    assert source.prune_checkouts(set(), idle_s=3600) == 0 and written.is_dir()

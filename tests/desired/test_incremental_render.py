@@ -21,7 +21,7 @@ from reconciler.render import Rendered, Tools, memo, render_app
 from reconciler.render.memo import RenderMemo
 from reconciler.tree import Tree
 from testenv.gitrepos import FileContent, Symlink, commit_files, make_upstream_and_clone
-from tests.builders import agentic_config
+from tests.builders import agentic_config, argo_application
 from tests.desired.conftest import require_helm
 
 LAB_URL = "https://example.invalid/lab.git"
@@ -44,15 +44,7 @@ def _cm(name: str, value: str = "one") -> bytes:
 
 
 def _application(name: str, *sources: dict[str, Any]) -> bytes:
-    spec: dict[str, Any] = {"destination": {"server": SERVER, "namespace": name}}
-    spec.update({"sources": list(sources)} if len(sources) > 1 else {"source": sources[0]})
-    doc = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, "namespace": "argocd"},
-        "spec": spec,
-    }
-    return yaml.safe_dump(doc).encode()
+    return argo_application(name, SERVER, name, *sources)
 
 
 def _chart(path: str, colour: str) -> dict[str, bytes]:

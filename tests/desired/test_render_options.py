@@ -6,18 +6,21 @@ options `parameters`, `fileParameters`, `ignoreMissingValueFiles`, `skipCrds` an
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 import yaml
 
 from reconciler.config import Config, parse_config
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
+from reconciler.render.memo import RenderMemo
 from testenv.charts import HELM, CustomKind, package_chart, serve_directory
-from testenv.gitrepos import make_upstream_and_clone
+from testenv.gitrepos import commit_files, make_upstream_and_clone
 from tests.desired.conftest import require_helm
 
 URL = "https://example.invalid/lab.git"
@@ -256,3 +259,23 @@ def test_the_kustomize_output_cache_is_keyed_by_the_build_options(
     strict = _config(tmp_path, clone, "")
     again = build_desired(strict, open_sources(strict), tools_for(strict))
     assert "kustomize build of ko failed" in _error(again, "kust-outside")
+
+
+def test_a_file_outside_the_kustomization_is_an_input_the_render_memo_follows(
+    tmp_path: Path, chart_repo: str
+) -> None:
+    _, clone = make_upstream_and_clone(tmp_path, "lab", _files(chart_repo))
+    lifted = _config(tmp_path, clone, "--load-restrictor=LoadRestrictionsNone")
+    # Commits go to the clone's branch; allow_remote off, so kustomize apps may be reused.
+    config = dataclasses.replace(
+        lifted,
+        render=dataclasses.replace(lifted.render, allow_remote=()),
+        repos=(dataclasses.replace(lifted.repos[0], ref="refs/heads/main"),),
+    )
+    kept = RenderMemo()
+    build_desired(config, open_sources(config), tools_for(config), memo=kept)
+    edited = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\ndata:\n  v: two\n"
+    repo = pygit2.Repository(str(clone))
+    commit_files(repo, "refs/heads/main", {"shared/cm.yaml": edited}, "edit")
+    again = build_desired(config, open_sources(config), tools_for(config), memo=kept)
+    assert _objects(again, "kust-outside")[("ConfigMap", "shared")]["data"] == {"v": "two"}

@@ -23,7 +23,7 @@ from testenv.gitrepos import (
     commit_files,
     make_upstream_and_clone,
 )
-from tests.builders import agentic_config
+from tests.builders import agentic_config, argo_application
 from tests.desired.conftest import require_helm
 
 URL = "https://example.invalid/lab.git"
@@ -52,18 +52,8 @@ def _configmap(version: str) -> bytes:
 
 def _application(name: str, **source: Any) -> bytes:
     sources = source.pop("sources", None) or [{"repoURL": URL, "path": "web", **source}]
-    spec: dict[str, Any] = {
-        "destination": {"server": SERVER, "namespace": name},
-        "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-    }
-    spec.update({"sources": sources} if len(sources) > 1 else {"source": sources[0]})
-    doc = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, "namespace": "argocd"},
-        "spec": spec,
-    }
-    return yaml.safe_dump(doc).encode()
+    policy = {"automated": {"prune": True, "selfHeal": True}}
+    return argo_application(name, SERVER, name, *sources, syncPolicy=policy)
 
 
 def _config(tmp: Path, clone: Path, ref: str = "refs/remotes/origin/main") -> Config:
