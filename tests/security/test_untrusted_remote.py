@@ -87,7 +87,8 @@ def test_a_kustomize_remote_reference_is_refused_without_a_request(
 
 
 def test_kustomize_helm_charts_are_not_pulled(attack_lab: MakeLab) -> None:
-    """kustomize's chart inflator needs --enable-helm, which is never passed."""
+    """kustomize's chart inflator pulls from `helmCharts[].repo`: a repository that
+    [render] allow_remote does not name is refused before kustomize runs."""
     with recording_server({}) as server:
         helm_charts = {"helmCharts": [{"name": "x", "repo": server.url, "version": "1.0.0"}]}
         files = {
@@ -96,7 +97,7 @@ def test_kustomize_helm_charts_are_not_pulled(attack_lab: MakeLab) -> None:
         }
         result = attack_lab(files).render()
     assert server.requests == []
-    assert_only_app_failed(result, "evil", "kustomize build of kz/evil failed")
+    assert_only_app_failed(result, "evil", "helmCharts[0].repo", "not in [render] allow_remote")
 
 
 def test_local_chart_dependencies_are_not_fetched(attack_lab: MakeLab) -> None:
