@@ -40,6 +40,7 @@ import yaml
 
 from reconciler.config import ChartCredential
 from reconciler.errors import RenderError
+from reconciler.render.cache import store_whole
 from reconciler.render.sandbox import Grant
 from reconciler.render.semver import ConstraintError, highest, is_constraint
 from reconciler.render.tools import Tools, run_tool
@@ -125,15 +126,6 @@ def unpack(archive: Path, chart: Chart, into: Path, max_bytes: int) -> Path:
     if not (chart_dir / "Chart.yaml").is_file():
         raise RenderError(f"{unavailable} (the archive holds no chart {chart.name})")
     return chart_dir
-
-
-def store_whole(file: Path, data: bytes) -> None:
-    """Written whole then renamed, so a concurrent reader never sees half a file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, file)
 
 
 def credential_for(url: str, tools: Tools) -> ChartCredential | None:

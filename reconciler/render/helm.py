@@ -13,7 +13,6 @@ whose inputs did not change runs no helm.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -25,7 +24,8 @@ import yaml
 from reconciler.errors import RenderError
 from reconciler.model import App, Capabilities, HelmOptions, Origin, Source
 from reconciler.render.arguments import invalid_release_name
-from reconciler.render.charts import Chart, chart_archive, helm_env, store_whole, unpack
+from reconciler.render.cache import binary_stamp, store_whole
+from reconciler.render.charts import Chart, chart_archive, helm_env, unpack
 from reconciler.render.directory import check_size, read_limited
 from reconciler.render.objects import Rendered, objects_from_stream
 from reconciler.render.redaction import app_secret_values
@@ -155,10 +155,11 @@ def _cache_file(argv: Sequence[str], chart_id: str, tools: Tools) -> Path | None
     content (`chart_id`), every flag, and each value file's content (its path is a
     temporary one); None when the binary or a value file cannot be read."""
     helm, *args = argv
-    key = hashlib.sha256()
+    stamp = binary_stamp(helm)
+    if stamp is None:
+        return None
+    key = hashlib.sha256(f"{helm}\0{stamp}\0{chart_id}".encode())
     try:
-        binary = os.stat(helm)
-        key.update(f"{helm}\0{binary.st_size}\0{binary.st_mtime_ns}\0{chart_id}".encode())
         for arg in args[:-1]:  # the last is the chart's (temporary) directory
             key.update(b"\0")
             if arg.startswith("--values="):

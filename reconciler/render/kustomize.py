@@ -20,7 +20,6 @@ commit then cost no kustomize runs.
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 import shutil
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 from reconciler.documents import parse_documents
 from reconciler.errors import RenderError, TreeError
 from reconciler.model import App, Origin, Source
+from reconciler.render.cache import binary_stamp, store_whole
 from reconciler.render.directory import check_size, read_limited
 from reconciler.render.objects import Rendered, objects_from_stream
 from reconciler.render.redaction import app_secret_values
@@ -83,7 +83,7 @@ def render_kustomize(app: App, source: Source, tree: Tree, tools: Tools) -> list
                 secrets=lambda: app_secret_values(tree, base),
             )
         if cached is not None:
-            _store(cached, output)
+            store_whole(cached, output.encode("utf-8"))
     origin = Origin(tree.repo, tree.commit, app.name, base)
     return objects_from_stream(output, base, origin, tools.max_objects)
 
@@ -235,19 +235,8 @@ def _cache_file(command: list[str], tree: Tree, base: str, cache_dir: Path) -> P
     and the helm binary they name), the commit and the path; None when a binary cannot
     be identified."""
     kubectl, *flags = command
-    try:
-        binaries = [os.stat(b) for b in (kubectl, *_helm_command(flags))]
-    except OSError:
+    stamps = [binary_stamp(b) for b in (kubectl, *_helm_command(flags))]
+    if None in stamps:
         return None
-    stamps = [f"{b.st_size}:{b.st_mtime_ns}" for b in binaries]
-    key = "\0".join([kubectl, *stamps, *flags, tree.repo, tree.commit, base])
+    key = "\0".join([kubectl, *map(str, stamps), *flags, tree.repo, tree.commit, base])
     return cache_dir / "rendered" / "kustomize" / f"{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def _store(file: Path, output: str) -> None:
-    # Written whole then renamed, so a concurrent reader never sees half a build.
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(output)
-    os.replace(tmp, file)

@@ -22,7 +22,6 @@ chart server may be back).
 
 from __future__ import annotations
 
-import os
 import posixpath
 import threading
 from collections.abc import Collection, Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from reconciler.errors import ReconcilerError
 from reconciler.model import App, Capabilities
 from reconciler.render import Rendered, Tools, render_app
+from reconciler.render.cache import binary_stamp
 from reconciler.render.kustomize import KUSTOMIZATION_FILES
 from reconciler.render.semver import is_constraint
 from reconciler.tree import EntryKind, Fingerprinted, Tree, clean_path
@@ -173,7 +173,7 @@ def unstamped(app: App) -> App:
 def _setting(tools: Tools) -> tuple[object, ...]:
     """Everything besides the trees and the capabilities that a render depends on: the
     tools' settings and the binaries themselves."""
-    return (replace(tools, capabilities={}), _binary(tools.kubectl), _binary(tools.helm))
+    return (replace(tools, capabilities={}), binary_stamp(tools.kubectl), binary_stamp(tools.helm))
 
 
 def _helm_rendered(app: App, recorders: Sequence[_Recorder | None]) -> bool:
@@ -187,17 +187,6 @@ def _helm_rendered(app: App, recorders: Sequence[_Recorder | None]) -> bool:
         if recorder is not None
         for path, kind in recorder.kinds.items()
     )
-
-
-def _binary(path: str | None) -> tuple[int, int] | None:
-    """A binary's size and modification time: an upgraded tool renders again."""
-    if path is None:
-        return None
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_size, found.st_mtime_ns
 
 
 def _reads(
