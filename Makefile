@@ -10,6 +10,7 @@ TESTENV_BIN := testenv/bin
 K8S_BINS := $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/kube-controller-manager
 TESTENV_BINS := $(K8S_BINS) $(TESTENV_BIN)/etcd $(TESTENV_BIN)/helm $(TESTENV_BIN)/victoria-logs \
 	$(TESTENV_BIN)/registry
+SYNAPSE_VENV := testenv/synapse/.venv
 GOBUILD := $(GO) build -trimpath
 # Stamp the real release into the binaries (a module build cannot read it from git).
 K8S_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' testenv/k8s/go.mod)
@@ -26,13 +27,24 @@ test: install testenv lint
 
 install: $(VENV)/.installed
 
+# An editable install compiles nothing to bytecode; a packaged one (see
+# systemd/reconciler.service) does, so that no start compiles the sources again:
+# compileall gives the tree the same. A source edited later is compiled again on import.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m compileall -q reconciler
 	touch $@
 
-testenv: $(TESTENV_BINS)
+testenv: $(TESTENV_BINS) $(SYNAPSE_VENV)/.installed
+
+# Synapse, the Matrix homeserver notify tests talk to (testenv/matrix.py), in a venv of
+# its own: its pinned dependencies never meet the project's.
+$(SYNAPSE_VENV)/.installed: testenv/synapse/requirements.txt
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r testenv/synapse/requirements.txt
+	touch $@
 
 # One `go build` for both: they share most of k8s.io/kubernetes.
 $(K8S_BINS) &: testenv/k8s/go.mod testenv/k8s/go.sum
@@ -64,4 +76,4 @@ bench-homelab: install testenv
 	$(BIN)/python bench/bench_homelab.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TESTENV_BIN)
+	rm -rf $(VENV) $(TESTENV_BIN) $(SYNAPSE_VENV)

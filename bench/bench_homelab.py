@@ -20,10 +20,18 @@ testenv/demo.py, whose set-up this shares). Measures:
   the daemon rendered and reused for it, from its `desired.rendered` log event
   (`rendered=`, `reused=`) and `reconciler_app_renders_total{outcome=...}`.
 
-Run: .venv/bin/python bench/bench_homelab.py [--quick] [--write] [--keep]
-Prints {"homelab": {...}}; `--write` adds (or replaces) the `homelab` key of
-bench/results/latest.json and keeps every other key. Not a test: nothing here
-asserts a time.
+`--notify-down` (issue 15's acceptance: a homeserver that is down delays messages,
+loses none, and does not move these figures) runs it twice on fresh clusters:
+once without notifications (the baseline), then with `[notify.matrix]` posting to
+a real Synapse (testenv/matrix.py) that is stopped from the first commit until
+the edits are measured and at least DOWN_S have passed, then started again. It
+reports the notices still pending and those delivered afterwards, read back from
+the room: each prod app the measured commits made drift must be told there.
+
+Run: .venv/bin/python bench/bench_homelab.py [--quick] [--notify-down] [--write] [--keep]
+Prints {"homelab": {...}} (and "homelab_notify_down" with --notify-down); `--write`
+adds (or replaces) those keys of bench/results/latest.json and keeps every other
+key. Not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -59,9 +67,13 @@ from bench_reconcile import (  # noqa: E402
     wait_until,
 )
 
+from reconciler.cluster.client import CAPABILITIES_MAX_AGE  # noqa: E402
 from testenv.clusters import Cluster, ClusterSet, free_port  # noqa: E402
+from testenv.config import Room, open_room  # noqa: E402
 from testenv.demo import APPLIED, Homelab, reconciler, running_homelab  # noqa: E402
 from testenv.gitrepos import FIXTURES, commit_files, pull  # noqa: E402
+from testenv.matrix import Homeserver  # noqa: E402
+from testenv.pki import make_ca  # noqa: E402
 
 Json = dict[str, Any]
 RESULTS = ROOT / "bench" / "results"
@@ -80,6 +92,11 @@ KINDS = {
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
 }
 HOOKS = {"argocd.argoproj.io/hook", "helm.sh/hook"}
+# How long the homeserver stays down with --notify-down, at least (issue 15).
+DOWN_S = 30.0
+# After it is back: the notifier's retry backoff reaches 60 s, and at most
+# max_per_minute messages go out a minute.
+DELIVERY_TIMEOUT_S = 240.0
 DOCUMENT_START = re.compile(r"^---[ \t]*$", re.MULTILINE)
 
 
@@ -302,7 +319,7 @@ def bench_edits(clusters: ClusterSet, targets: list[Target], edits: int) -> list
     return reverted
 
 
-def bench_untouched(lab: Homelab, tail: LogTail, metrics_url: str) -> Json:
+def bench_untouched(lab: Homelab, tail: LogTail, metrics_url: str, text: bytes) -> Json:
     """A README commit to each repo: what the daemon rendered for it."""
     name = "reconciler_app_renders_total"
     before = _by_outcome(metric(metrics_url, name))
@@ -311,7 +328,7 @@ def bench_untouched(lab: Homelab, tail: LogTail, metrics_url: str) -> Json:
     for repo, upstream_path in lab.upstreams.items():
         upstream = pygit2.Repository(str(upstream_path))
         commit_files(
-            upstream, "refs/heads/main", {"README.bench.md": b"no app reads this\n"}, "doc"
+            upstream, "refs/heads/main", {"README.bench.md": b"no app reads this, " + text}, "doc"
         )
         pull(lab.clones[repo])
     deadline = time.monotonic() + 30
@@ -341,25 +358,96 @@ def bench_untouched(lab: Homelab, tail: LogTail, metrics_url: str) -> Json:
     }
 
 
-def run(base: Path, commits: int, edits: int) -> Json:
+class Outage:
+    """The room's homeserver, stopped from now until `end` (DOWN_S at least)."""
+
+    def __init__(self, homeserver: Homeserver) -> None:
+        self.homeserver = homeserver
+        homeserver.stop()
+        self.since = time.monotonic()
+        say("homeserver stopped")
+
+    def end(self) -> float:
+        """Start the homeserver again once DOWN_S have passed; how long it was down."""
+        time.sleep(max(0.0, DOWN_S - (time.monotonic() - self.since)))
+        self.homeserver.start()
+        down = time.monotonic() - self.since
+        say(f"homeserver back after {down:.1f}s")
+        return down
+
+
+def notify_status(lab: Homelab) -> Json:
+    """`notify` of `reconciler status -o json`: the notices pending, sent, dropped."""
+    status: Json = json.loads(reconciler(lab.config, "status", "-o", "json").stdout)["notify"]
+    return status
+
+
+def delivered(lab: Homelab, room: Room, apps: list[str], metrics_url: str, outage: Outage) -> Json:
+    """The notices pending while the homeserver is down; then, once it is back, how
+    long until none is and each of `apps` (prod apps the commits made drift while it
+    was down) is told in the room, read back from the homeserver."""
+    pending_while_down = notify_status(lab)["pending"]
+    down_s = outage.end()
+    back = time.monotonic()
+
+    def untold() -> list[str]:
+        messages = room.messages()
+        return [app for app in apps if not any(f"prod/{app}:" in m for m in messages)]
+
+    try:
+        wait_until(
+            lambda: not untold() and notify_status(lab)["pending"] == 0,
+            DELIVERY_TIMEOUT_S,
+            "every notice delivered",
+            every=1.0,
+        )
+        took: float | None = round(time.monotonic() - back, 1)
+    except TimeoutError:
+        say(f"notices still pending after {DELIVERY_TIMEOUT_S:.0f}s")
+        took = None
+    status = notify_status(lab)
+    outcomes = _by_outcome(metric(metrics_url, "reconciler_notify_messages_total"))
+    return {
+        "down_s": round(down_s, 1),
+        "pending_while_down": pending_while_down,
+        "delivered_after_s": took,
+        "pending_after": status["pending"],
+        "dropped_total": status["dropped_total"],
+        "messages_total": outcomes,
+        "messages_read_back": len(room.messages()),
+        "prod_drifts_committed": len(apps),
+        "prod_drifts_untold": untold(),
+    }
+
+
+def run(base: Path, commits: int, edits: int, notify_down: bool = False) -> Json:
     started = time.monotonic()
     clusters = ClusterSet(base / "clusters")
+    homeserver = Homeserver(base / "matrix" / "synapse", make_ca(base / "matrix", "bench-ca"))
     clusters.start(timeout=180)  # a busy machine starts three control planes slowly
     port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
     daemon = {"state_dir": base / "state", "metrics_address": f"127.0.0.1:{port}"}
     # No kubelet: bound what waits for Pods (see the module docstring).
     daemon |= {"wave_timeout_s": 10, "hook_timeout_s": 10}
-    result: Json = {"machine": machine(), "quick": commits < 20}
+    result: Json = {"machine": machine(), "quick": commits < 20, "notify_down": notify_down}
+    room: Room | None = None
     try:
+        if notify_down:
+            homeserver.start()
+            room = open_room(homeserver)
         ready_at = time.monotonic()
-        with running_homelab(base, clusters, daemon) as lab:
+        notify = room.table(base / "matrix-token") if room is not None else None
+        with running_homelab(base, clusters, daemon, notify=notify) as lab:
             result["first_reconcile_s"] = round(time.monotonic() - ready_at, 3)
+            ready = time.monotonic()
             say(f"daemon ready after {result['first_reconcile_s']}s (incl. charts, repos)")
             tail = LogTail(lab.log)
             found = find_targets(lab, clusters)
             say("targets: " + ", ".join(f"{c}={len(t)}" for c, t in found.items()))
             pairs = itertools.zip_longest(*(found[c] for c in APPLIED))
             targets = [t for pair in pairs for t in pair if t is not None][:commits]
+            outage = Outage(homeserver) if room is not None else None
             took = bench_commits(lab, clusters, targets, tail)
             result["commit_to_applied_s"] = percentiles([t for t in took.values() if t is not None])
             result["commit_to_applied_by_app_s"] = {
@@ -371,11 +459,22 @@ def run(base: Path, commits: int, edits: int) -> Json:
             say(f"commit -> reported (prod) {result['commit_to_reported_prod_s']}")
             result["edit_to_reverted_s"] = percentiles(bench_edits(clusters, targets, edits))
             say(f"edit -> reverted {result['edit_to_reverted_s']}")
-            result["untouched_commit"] = bench_untouched(
-                lab, tail, f"http://127.0.0.1:{port}/metrics"
-            )
+            if outage is not None and room is not None:
+                apps = sorted({t.app for t in prod})
+                result["notify"] = delivered(lab, room, apps, metrics_url, outage)
+                say(f"notify {result['notify']}")
+            # The first render read the clusters' capabilities before the first sync
+            # installed the charts' CRDs; the render after the capabilities' cache
+            # expires sees them and re-renders the chart apps, as it must. Commit past
+            # that first, then measure the steady state.
+            time.sleep(max(0.0, ready + CAPABILITIES_MAX_AGE - time.monotonic()))
+            first = bench_untouched(lab, tail, metrics_url, b"after the CRDs\n")
+            result["untouched_commit_capabilities_changed"] = first
+            say(f"untouched commit, capabilities changed since the first render {first}")
+            result["untouched_commit"] = bench_untouched(lab, tail, metrics_url, b"steady\n")
             say(f"untouched commit {result['untouched_commit']}")
     finally:
+        homeserver.stop()
         clusters.stop()
     result["total_s"] = round(time.monotonic() - started, 1)
     return result
@@ -384,6 +483,11 @@ def run(base: Path, commits: int, edits: int) -> Json:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 commits, 6 edits")
+    parser.add_argument(
+        "--notify-down",
+        action="store_true",
+        help=f"a baseline run, then one notifying a homeserver down for {DOWN_S:.0f} s",
+    )
     parser.add_argument("--commits", type=int, default=24)
     parser.add_argument("--edits", type=int, default=24)
     parser.add_argument("--write", action="store_true", help="set `homelab` in latest.json")
@@ -392,7 +496,10 @@ def main() -> None:
     commits, edits = (6, 6) if args.quick else (args.commits, args.edits)
     base = Path(tempfile.mkdtemp(prefix="bench-homelab-"))
     try:
-        result = {"homelab": run(base, commits, edits)}
+        result = {"homelab": run(base / "baseline", commits, edits)}
+        if args.notify_down:
+            down = run(base / "notify-down", commits, edits, notify_down=True)
+            result["homelab_notify_down"] = down
     finally:
         if args.keep:
             say(f"kept {base}")
@@ -403,9 +510,9 @@ def main() -> None:
     if args.write:
         latest = RESULTS / "latest.json"
         merged = json.loads(latest.read_text()) if latest.is_file() else {}
-        merged["homelab"] = result["homelab"]
+        merged |= result
         latest.write_text(json.dumps(merged, indent=2) + "\n")
-        say(f"wrote the homelab key of {latest}")
+        say(f"wrote the {', '.join(result)} key(s) of {latest}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ builds real git repositories, and measures in one run:
   doing it, and the API requests it sent, by verb, from the audit logs;
 - `kubectl diff --server-side` and `kubectl apply --server-side --dry-run=server`
   over the same N objects;
-- cold start of the daemon (process start -> `daemon.ready`) at N = 5,000.
+- cold start of the daemon (process start -> `daemon.ready`) at N = 5,000, with
+  the CPU it used and when (from its log) the render and each first reconcile ended.
 
 Run: .venv/bin/python bench/bench_reconcile.py [--quick] [--only cold-start]
 Writes bench/results/latest.json (and a timestamped copy) and prints a table;
@@ -46,12 +47,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pygit2
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reconciler.config import DaemonConfig  # noqa: E402
 from testenv import config as configs  # noqa: E402
+from testenv.argocd import tracked  # noqa: E402
 from testenv.clusters import (  # noqa: E402
     RECONCILER_USER,
     WRITE_VERBS,
@@ -204,11 +207,22 @@ class Lab:
 
 
 def argocd_applies(prod: Cluster, namespaces: Sequence[str], files: Sequence[Path]) -> None:
-    """Stand in for prod's Argo CD (prod is report-only): apply as admin."""
+    """Stand in for prod's Argo CD (prod is report-only): apply as admin, with the
+    tracking annotation a real one adds (each namespace is the app named after it)."""
     for ns in namespaces:
         kubectl(prod, "create", "namespace", ns, check=False)
-    paths = [arg for file in files for arg in ("-f", str(file))]
-    kubectl(prod, "apply", "--server-side", "--field-manager=argocd-controller", *paths)
+    objects = [obj for file in files for obj in yaml.safe_load_all(file.read_bytes()) if obj]
+    with tempfile.TemporaryDirectory() as tmp:
+        applied = Path(tmp) / "argocd.yaml"
+        applied.write_text(
+            "\n---\n".join(
+                json.dumps(tracked(obj, obj["metadata"]["namespace"].removeprefix("bench-")))
+                for obj in objects
+            )
+        )
+        kubectl(
+            prod, "apply", "--server-side", "--field-manager=argocd-controller", "-f", str(applied)
+        )
 
 
 # -- the daemon as a subprocess, and its JSON log ----------------------------------------
@@ -241,15 +255,18 @@ class LogTail:
 
 
 class Daemon:
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, tree: Path = ROOT) -> None:
+        """`reconciler run` from the source `tree` (its `reconciler` package and
+        `policies`): this one, or another for an A/B comparison."""
         self.log_path = log
         self._log: TextIO = log.open("w")
         self.started = time.monotonic()
+        self.started_at = time.time()  # the log's timestamps are wall-clock
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "reconciler.cli", "run", "--config", str(config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=tree,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.tail = LogTail(log)
@@ -270,6 +287,31 @@ class Daemon:
     def wait_ready(self, timeout: float) -> float:
         self.wait_for(lambda e: e.get("event") == "daemon.ready", timeout, "daemon.ready")
         return time.monotonic() - self.started
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the daemon used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def phases(self) -> Json:
+        """When (seconds after the process started) the first render and each cluster's
+        first reconcile ended, from the daemon's own log: where a start spends its time."""
+        found: Json = {}
+        for event in self.tail.events:
+            name, stamp = event.get("event"), event.get("timestamp")
+            if not isinstance(stamp, str):
+                continue
+            at = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+            key = {"desired.rendered": "rendered", "reconcile.done": "reconciled"}.get(str(name))
+            if key == "rendered":
+                found.setdefault(key, round(at - self.started_at, 3))
+            elif key == "reconciled":
+                found.setdefault(key, {}).setdefault(
+                    event["cluster"], round(at - self.started_at, 3)
+                )
+            elif name == "daemon.ready":
+                break
+        return found
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -579,18 +621,39 @@ def bench_resync(
     return row, lab
 
 
-def bench_cold_start(lab: Lab, base: Path, n: int, dry_run_concurrency: int | None = None) -> Json:
+def compile_bytecode(tree: Path) -> None:
+    """Compile the `reconciler` package of `tree`, as `pip install` does on the host
+    (systemd/reconciler.service) and `make install` does here: a daemon's start then
+    reads bytecode rather than compiling its own sources, whatever
+    PYTHONDONTWRITEBYTECODE says (it only stops Python writing bytecode)."""
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(tree / "reconciler")], check=True)
+
+
+def bench_cold_start(
+    lab: Lab,
+    base: Path,
+    n: int,
+    dry_run_concurrency: int | None = None,
+    tree: Path = ROOT,
+    restart: bool = True,
+) -> Json:
     """Daemon start -> daemon.ready with N objects live: with the state kept from
-    before (a restart), and with an empty state directory (first start on a host)."""
+    before (a restart, unless not `restart`), and with an empty state directory
+    (first start on a host); the daemon runs from the source `tree`."""
     out: Json = {"n": n}
     if dry_run_concurrency is not None:
         out["dry_run_concurrency"] = dry_run_concurrency
+    if tree != ROOT:
+        out["tree"] = str(tree)
     cold = Path(tempfile.mkdtemp(prefix="cold-state-", dir=base))  # empty on every run
-    for label, state in (("restart", base / "bulk-state"), ("empty_state", cold)):
+    starts = [("restart", base / "bulk-state")] if restart else []
+    for label, state in [*starts, ("empty_state", cold)]:
         config = lab.config(state, dry_run_concurrency=dry_run_concurrency)
-        daemon = Daemon(config, base / f"cold-{label}.log")
+        daemon = Daemon(config, base / f"cold-{label}.log", tree)
         try:
             out[label] = round(daemon.wait_ready(1800), 3)
+            out[f"{label}_cpu_s"] = round(daemon.cpu_s(), 2)
+            out[f"{label}_phases"] = daemon.phases()
         finally:
             daemon.stop()
         say(f"cold start ({label}) at N={n}: {out[label]:.1f}s")
@@ -631,7 +694,7 @@ def child_resync(config_path: Path, out: Path, audit: dict[str, Path]) -> None:
     config = load_config(config_path)
     last_event = [time.monotonic()]
 
-    def on_change(_cluster: str, _ref: object, _event: str) -> None:
+    def on_change(_cluster: str, _ref: object, _event: str, _version: str) -> None:
         last_event[0] = time.monotonic()
 
     session = open_session(config, on_change=on_change)
@@ -788,9 +851,17 @@ def table(results: Json) -> str:
     return "\n".join(lines)
 
 
-def only_cold_start(n: int, concurrencies: Sequence[int | None]) -> None:
+def only_cold_start(
+    n: int, concurrencies: Sequence[int | None], repeat: int, trees: Sequence[Path]
+) -> None:
     """The cold-start scenario alone: N objects committed and converged, then timed
-    (once per value of daemon.dry_run_concurrency)."""
+    (once per value of daemon.dry_run_concurrency), `repeat` times. Given source
+    `trees` (A/B on a machine whose load changes), their empty-state starts are timed
+    one tree after the other in each round, each tree compiled to bytecode first."""
+    compare = bool(trees)
+    trees = [tree.resolve() for tree in trees] or [ROOT]
+    for tree in trees:
+        compile_bytecode(tree)
     base = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
     clusters = ClusterSet(base / "clusters")
     try:
@@ -798,9 +869,12 @@ def only_cold_start(n: int, concurrencies: Sequence[int | None]) -> None:
         clusters.start(timeout=120)
         _, lab = bench_resync(clusters, base, n, None, kubectl_too=False)
         runs = []
-        for concurrency in concurrencies:
-            load = os.getloadavg()
-            runs.append({**bench_cold_start(lab, base, n, concurrency), "load_avg": load})
+        for _ in range(repeat):
+            for tree in trees:
+                for concurrency in concurrencies:
+                    load = os.getloadavg()
+                    run = bench_cold_start(lab, base, n, concurrency, tree, not compare)
+                    runs.append({**run, "load_avg": load})
     finally:
         clusters.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -822,6 +896,17 @@ def main() -> None:
         help="with --only cold-start: comma-separated values of daemon.dry_run_concurrency "
         "to time, one after another (default: the shipped default)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="with --only cold-start: time each start this often"
+    )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --only cold-start, repeatable: a source tree (holding `reconciler` and "
+        "`policies`) whose empty-state starts are timed, interleaved with the other trees'",
+    )
     parser.add_argument("--child-resync", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_resync:
@@ -836,7 +921,8 @@ def main() -> None:
     cold_n = 1000 if args.quick else 5000
     if args.only == "cold-start":
         values = args.dry_run_concurrency.split(",") if args.dry_run_concurrency else [""]
-        only_cold_start(cold_n, [int(v) if v else None for v in values])
+        concurrencies = [int(v) if v else None for v in values]
+        only_cold_start(cold_n, concurrencies, args.repeat, args.tree)
         return
     commits, edits = (20, 10) if args.quick else (30, 30)
     results: Json = {
@@ -846,6 +932,7 @@ def main() -> None:
         "debounce_s": DEBOUNCE_S,
     }
     began = time.monotonic()
+    compile_bytecode(ROOT)
     base = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
     clusters = ClusterSet(base / "clusters")
     try:

@@ -3,7 +3,9 @@
 The repositories' own Application manifests are the catalogue, so the same
 repositories work whether Argo CD or the reconciler owns a cluster. Each
 Application is read on its own: a bad one becomes an AppError and the rest
-are still catalogued.
+are still catalogued. A file whose blob did not change since the last
+catalogue is not parsed again (CatalogueMemo): a commit touches one or two
+of the ~120 Application files, and parsing them all was most of its cost.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from reconciler.render.arguments import (
     invalid_parameter_name,
     invalid_release_name,
 )
-from reconciler.tree import Tree
+from reconciler.tree import Fingerprinted, Tree
 from reconciler.urls import normalise_server, normalise_url, redact_url
 
 ARGO_GROUP = "argoproj.io"
@@ -81,14 +83,63 @@ class _Context:
     report_only: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True)
+class _FileRead:
+    """What one file of Applications gave: its apps (stamped with the commit it was
+    read at) and the errors of its documents, which name the file, never the commit."""
+
+    blob: str | None  # None: the tree cannot tell it, so the reading is not kept
+    apps: tuple[App, ...]
+    errors: tuple[AppError, ...]
+
+
+class CatalogueMemo:
+    """Each Application file's reading, reused while the file's blob is the same and
+    the config reads it alike (clusters, repo URLs, file limit). It holds the files of
+    the last catalogue only, so it stays the size of the repositories' apps
+    directories. A file that could not be read is read again every time: its error
+    may be a missing object that the next fetch brings."""
+
+    def __init__(self) -> None:
+        self._setting: tuple[_Context, int] | None = None
+        # Published whole and never changed after: a catalogue reads the last one.
+        self._files: Mapping[tuple[str, str], _FileRead] = {}
+        self.parses = 0  # files parsed (not reused) so far, for the tests and the bench
+
+    def known(self, setting: tuple[_Context, int]) -> Mapping[tuple[str, str], _FileRead]:
+        """The files the last catalogue read, if it read them with `setting`."""
+        return self._files if setting == self._setting else {}
+
+    def keep(self, setting: tuple[_Context, int], files: dict[tuple[str, str], _FileRead]) -> None:
+        """Hold `files` (a catalogue's, read with `setting`) and drop the others."""
+        self._setting, self._files = setting, files
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One catalogue's view of the memo: the files the last one read, and those this
+    one has read so far (which the memo keeps afterwards)."""
+
+    memo: CatalogueMemo
+    known: Mapping[tuple[str, str], _FileRead]
+    seen: dict[tuple[str, str], _FileRead]
+
+
 def build_catalogue(
-    config: Config, trees: Mapping[str, Tree], repo_urls: Mapping[str, str]
+    config: Config,
+    trees: Mapping[str, Tree],
+    repo_urls: Mapping[str, str],
+    memo: CatalogueMemo | None = None,
 ) -> Catalogue:
     """Apps from every configured repo's `apps` directories plus config [[apps]].
 
     `trees` holds the repos that could be read; `repo_urls` maps each repo name
-    to the URL Applications use for it."""
+    to the URL Applications use for it. With a `memo` (the daemon's, kept from
+    catalogue to catalogue), files whose blob is unchanged are not parsed again."""
     ctx = context(config, repo_urls)
+    setting = (ctx, config.render.max_file_bytes)
+    memo = memo if memo is not None else CatalogueMemo()
+    reading = _Reading(memo, memo.known(setting), {})
     apps: list[App] = []
     errors: list[AppError] = []
     for repo in config.repos:
@@ -96,7 +147,8 @@ def build_catalogue(
         if tree is None:
             continue
         for directory in repo.apps:
-            _read_directory(tree, directory, ctx, apps, errors, config.render.max_file_bytes)
+            _read_directory(tree, directory, ctx, apps, errors, setting[1], reading)
+    memo.keep(setting, reading.seen)
     for declared in config.apps:
         apps.append(
             App(
@@ -201,28 +253,68 @@ def _read_directory(
     apps: list[App],
     errors: list[AppError],
     max_file_bytes: int,
+    reading: _Reading,
 ) -> None:
     try:
         paths = tree.files(directory, recurse=True)
     except ReconcilerError as exc:
         errors.append(AppError(f"{tree.repo}:{directory}", f"cannot list Applications: {exc}"))
         return
+    fingerprinted = tree if isinstance(tree, Fingerprinted) else None
     for path in paths:
         if not path.endswith(MANIFEST_SUFFIXES):
             continue
         label = f"{tree.repo}:{path}"
-        try:
-            size = tree.size(path)
-            if size > max_file_bytes:
-                raise _Invalid(f"{path}: {size} bytes is over the {max_file_bytes}-byte file limit")
-            docs = parse_documents(tree.read(path), path)
-        except ReconcilerError as exc:
-            errors.append(AppError(label, str(exc)))
-            continue
-        origin = AppOrigin(repo=tree.repo, commit=tree.commit, path=path)
-        for doc in docs:
-            if isinstance(doc, dict):
-                _read_document(doc, origin, label, ctx, apps, errors)
+        blob = _blob(fingerprinted, path)
+        read = reading.known.get((tree.repo, path))
+        if read is None or read.blob != blob:
+            reading.memo.parses += 1
+            try:
+                read = _FileRead(blob, *_read_file(tree, path, ctx, max_file_bytes))
+            except ReconcilerError as exc:
+                errors.append(AppError(label, str(exc)))
+                continue
+        if blob is not None:
+            reading.seen[(tree.repo, path)] = read
+        apps.extend(_stamped(app, tree.commit) for app in read.apps)
+        errors.extend(read.errors)
+
+
+def _blob(tree: Fingerprinted | None, path: str) -> str | None:
+    """The id of the file's content, or None when the tree cannot tell it (then the
+    file is parsed and not kept)."""
+    if tree is None:
+        return None
+    try:
+        return tree.fingerprint(path)
+    except ReconcilerError:
+        return None  # reading it reports why
+
+
+def _read_file(
+    tree: Tree, path: str, ctx: _Context, max_file_bytes: int
+) -> tuple[tuple[App, ...], tuple[AppError, ...]]:
+    """The apps of one file of Applications and the errors of its documents;
+    ReconcilerError when the file cannot be read or parsed at all."""
+    size = tree.size(path)
+    if size > max_file_bytes:
+        raise _Invalid(f"{path}: {size} bytes is over the {max_file_bytes}-byte file limit")
+    docs = parse_documents(tree.read(path), path)
+    origin = AppOrigin(repo=tree.repo, commit=tree.commit, path=path)
+    apps: list[App] = []
+    errors: list[AppError] = []
+    for doc in docs:
+        if isinstance(doc, dict):
+            _read_document(doc, origin, f"{tree.repo}:{path}", ctx, apps, errors)
+    return tuple(apps), tuple(errors)
+
+
+def _stamped(app: App, commit: str) -> App:
+    """`app` as declared at `commit`: a file unchanged since it was read declares the
+    same app at every later commit."""
+    if app.origin.commit == commit:
+        return app
+    return replace(app, origin=replace(app.origin, commit=commit))
 
 
 def _read_document(

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from reconciler.errors import ConfigError
 from reconciler.model import Mode
 from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR
+from reconciler.secretfile import exposed
 from reconciler.urls import normalise_server, normalise_url
 from reconciler.waves import DEFAULT_HOOK_TIMEOUT_S, DEFAULT_WAVE_TIMEOUT_S
 
@@ -142,6 +143,32 @@ class LogsConfig:
 
 
 @dataclass(frozen=True)
+class MatrixConfig:
+    """[notify.matrix]: the homelab's Matrix room, where notices go and approvals come from.
+    The access token stays in `token_file` (read when the notifier starts, kept nowhere)."""
+
+    homeserver: str
+    room_id: str
+    token_file: Path
+    approvers: tuple[str, ...] = ()
+    ca_file: Path | None = None
+    approval_ttl_s: float = 3600.0
+    # Notices within this window go out as one message.
+    batch_s: float = 2.0
+    max_per_minute: int = 6
+    # Pending notices kept (in the store) while the homeserver is away; past it the
+    # oldest of the least important go, counted.
+    queue_size: int = 1000
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """[notify]: where notices go; None for a channel not configured (nothing started)."""
+
+    matrix: MatrixConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     state_dir: Path
@@ -151,6 +178,7 @@ class Config:
     apps: tuple[AppConfig, ...]
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def cluster(self, name: str) -> ClusterConfig | None:
         return next((c for c in self.clusters if c.name == name), None)
@@ -304,7 +332,9 @@ def load_config(file: Path) -> Config:
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     r = _Reader(file)
-    r.check_keys(data, "(top level)", {"daemon", "render", "repos", "clusters", "apps", "logs"})
+    r.check_keys(
+        data, "(top level)", {"daemon", "render", "repos", "clusters", "apps", "logs", "notify"}
+    )
 
     daemon_keys = {"state_dir", *DaemonConfig.__dataclass_fields__}
     daemon = r.table(data, "daemon", daemon_keys)
@@ -316,6 +346,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
     repos = _repos(r, data)
     clusters = _clusters(r, data)
     apps = _apps(r, data, {x.name for x in repos}, {c.name for c in clusters})
+    notify = _notify(r, data)
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -328,6 +359,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         apps=tuple(apps),
         daemon=daemon_config,
         logs=logs,
+        notify=notify,
     )
 
 
@@ -346,14 +378,26 @@ def check_files(config: Config) -> list[str]:
     need(config.logs.ship_ca_file, "logs.ship_ca_file", "a readable CA certificate file", _file)
     ca = config.render.chart_ca_file
     need(ca, "render.chart_ca_file", "a readable file of PEM CA certificates", _pem_file)
+
+    def private(path: Path, key: str, what: str) -> None:
+        need(path, key, what, _file)
+        why = _exposed(path)
+        if why is not None:
+            problems.append(f"{config.file}: {key}: {path}: {why}")
+
     for i, credential in enumerate(config.render.chart_credentials):
         key = f"render.chart_credentials[{i}].password_file"
-        need(credential.password_file, key, "a readable file", _file)
-        if _file(credential.password_file) and credential.password_file.stat().st_mode & 0o077:
-            problems.append(
-                f"{config.file}: {key}: {credential.password_file}: readable by others; "
-                "make it readable by its owner only (chmod 600)"
-            )
+        private(credential.password_file, key, "a readable file")
+    matrix = config.notify.matrix
+    if matrix is not None:
+        key = "notify.matrix.token_file"
+        private(matrix.token_file, key, "a readable file holding the access token")
+        need(
+            matrix.ca_file,
+            "notify.matrix.ca_file",
+            "a readable file of PEM CA certificates",
+            _pem_file,
+        )
     need(config.daemon.policies, "daemon.policies", "a directory of policy files", Path.is_dir)
     for key in ("helm", "kubectl"):
         binary = getattr(config.render, key)
@@ -366,7 +410,20 @@ def check_files(config: Config) -> list[str]:
 
 
 def _file(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.R_OK)
+    # is_file raises on EACCES (a directory on the way that may not be searched).
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
+def _exposed(path: Path) -> str | None:
+    """Why the secret's file `path` is readable by others; None if not, or if it cannot
+    be read at all (reported as such)."""
+    try:
+        return exposed(path) if _file(path) else None
+    except OSError:
+        return None
 
 
 def _pem_file(path: Path) -> bool:
@@ -432,6 +489,122 @@ def _logs(r: _Reader, data: Mapping[str, Any]) -> LogsConfig:
         ship_url=url.rstrip("/") if url else None,
         ship_ca_file=r.path(ca_file) if ca_file else None,
     )
+
+
+# Matrix identifiers (spec: appendices, identifier grammar): a room ID `!opaque:server`
+# and a user ID `@localpart:server`, the server name a host with an optional port.
+_MATRIX_SERVER = r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?"
+# Room version 12 (Synapse 1.135+) IDs are a bare hash, with no ":server".
+_ROOM_ID = re.compile(rf"^![^:\s]+(:{_MATRIX_SERVER})?$")
+_USER_ID = re.compile(rf"^@[a-z0-9._=/+-]+:{_MATRIX_SERVER}$")
+_MAX_PER_MINUTE = 600
+_MAX_QUEUE = 1_000_000
+
+
+def _notify(r: _Reader, data: Mapping[str, Any]) -> NotifyConfig:
+    """[notify]: only [notify.matrix] so far; absent, notifications are off."""
+    t = r.table(data, "notify", {"matrix"})
+    key = "notify.matrix"
+    if not isinstance(t.get("matrix"), dict):
+        if "matrix" in t:
+            r.problem(key, "expected a table ([notify.matrix])")
+        return NotifyConfig()
+    m = t["matrix"]
+    r.check_keys(m, key, set(MatrixConfig.__dataclass_fields__))
+    homeserver = r.get(
+        m,
+        key,
+        "homeserver",
+        _homeserver,
+        "an https:// URL of the homeserver (not http://: the access token goes with every request)",
+        required=True,
+    )
+    room = r.get(
+        m,
+        key,
+        "room_id",
+        _matching(_ROOM_ID),
+        'a room ID such as "!abc:example.org"',
+        required=True,
+    )
+    token_file = r.get(m, key, "token_file", _str, "a file holding the access token", required=True)
+    approvers = r.get(
+        m,
+        key,
+        "approvers",
+        _list_of(_USER_ID),
+        'a list of Matrix user IDs such as ["@owner:example.org"]',
+    )
+    ca_file = r.get(m, key, "ca_file", _optional_str, 'a CA certificate file, or ""')
+    defaults = MatrixConfig("", "", Path())
+    ttl = r.get(m, key, "approval_ttl_s", _seconds, "a number of seconds > 0, at most a year")
+    batch = r.get(m, key, "batch_s", _batch, "0 or a number of seconds > 0, at most 300")
+    rate = r.get(
+        m,
+        key,
+        "max_per_minute",
+        _bounded_int(_MAX_PER_MINUTE),
+        f"a whole number from 1 to {_MAX_PER_MINUTE}",
+    )
+    size = r.get(
+        m, key, "queue_size", _bounded_int(_MAX_QUEUE), f"a whole number from 1 to {_MAX_QUEUE}"
+    )
+    if not (homeserver and room and token_file):
+        return NotifyConfig()
+    return NotifyConfig(
+        MatrixConfig(
+            homeserver=homeserver.rstrip("/"),
+            room_id=room,
+            token_file=r.path(token_file),
+            approvers=approvers or (),
+            ca_file=r.path(ca_file) if ca_file else None,
+            approval_ttl_s=ttl or defaults.approval_ttl_s,
+            batch_s=defaults.batch_s if batch is None else batch,
+            max_per_minute=rate or defaults.max_per_minute,
+            queue_size=size or defaults.queue_size,
+        )
+    )
+
+
+def _homeserver(value: Any) -> str | None:
+    """https://host[:port] with no credentials, query or fragment. Plain http is refused
+    even on loopback: the access token travels with every request."""
+    if not isinstance(value, str):
+        return None
+    m = re.fullmatch(r"https://([^\s/@?#]+)(/[^\s?#@]*)?", value)
+    return value if m else None
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[Any], str | None]:
+    return lambda value: value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def _list_of(pattern: re.Pattern[str]) -> Callable[[Any], tuple[str, ...] | None]:
+    def convert(value: Any) -> tuple[str, ...] | None:
+        ok = isinstance(value, list) and all(
+            isinstance(v, str) and pattern.fullmatch(v) for v in value
+        )
+        return tuple(dict.fromkeys(value)) if ok else None
+
+    return convert
+
+
+def _optional_str(value: Any) -> str | None:
+    """A string, "" meaning unset (returned as "" so it is not reported as wrong)."""
+    return value if isinstance(value, str) else None
+
+
+def _bounded_int(most: int) -> Callable[[Any], int | None]:
+    def convert(value: Any) -> int | None:
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return value if whole and 1 <= value <= most else None
+
+    return convert
+
+
+def _batch(value: Any) -> float | None:
+    ok = _number(value) and 0 <= value <= 300
+    return float(value) if ok else None
 
 
 def _address(value: Any) -> str | None:

@@ -20,6 +20,9 @@ from reconciler.cluster import ClusterClient, ClusterError
 from reconciler.config import ClusterConfig, Config
 from reconciler.desired import open_sources
 from reconciler.model import Mode
+from reconciler.notify.matrix import MatrixError
+from reconciler.notify.token import TokenError
+from reconciler.notify.token import client as token_client
 from reconciler.session import open_store
 from reconciler.store import StoreError
 
@@ -27,6 +30,8 @@ from reconciler.store import StoreError
 # server-side apply (PATCH, which creates), delete for prune.
 APPLY_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection", "*"})
+# A homeserver that has not answered by then is not going to: say so and go on.
+CONNECT_TIMEOUT_S = 10.0
 # Review kinds every authenticated user may create: questions answered, never stored.
 _QUESTIONS = {
     "authorization.k8s.io": {
@@ -54,6 +59,7 @@ def check_connect(config: Config) -> int:
     for cluster in config.clusters:
         report_only = cluster.mode == "report"
         _cluster(cluster, report_only, pinned.get(cluster.name), found)
+    _matrix(config, found)
     for line in found.ok:
         print(line)
     for line in found.problems:
@@ -138,6 +144,29 @@ def _cluster(
         )
     else:
         found.ok.append("  enough to apply and prune")
+
+
+def _matrix(config: Config, found: Findings) -> None:
+    """[notify.matrix]: the token is good (whoami) and its user has joined the room."""
+    matrix = config.notify.matrix
+    if matrix is None:
+        return
+    name = f"matrix {matrix.homeserver}"
+    try:
+        client = token_client(matrix, CONNECT_TIMEOUT_S)
+        user = client.whoami()
+        joined = client.joined(matrix.room_id)
+    except (TokenError, MatrixError) as exc:
+        found.problems.append(f"{name}: {exc}")
+        return
+    found.ok.append(f"{name}: the token is {user}'s")
+    if joined:
+        found.ok.append(f"  {user} has joined {matrix.room_id}")
+    else:
+        found.problems.append(
+            f"{name}: {user} has not joined room {matrix.room_id}: invite it and accept "
+            "the invitation as that user, or nothing can be posted there"
+        )
 
 
 def _namespaces(client: ClusterClient) -> list[str]:

@@ -10,6 +10,12 @@ runs are coalesced into one follow-up, which starts `daemon.debounce_s` after
 the previous reconcile ended. Desired state is rendered once per commit change
 and shared.
 
+A reconcile looks at what its triggers concern, from scratch: a commit, the apps
+whose desired state it moved; a watch event, the apps owning the object (the echo
+of the daemon's own write is no event at all); a resync, a restart or a sync
+request, the whole cluster, so nothing a narrower one missed stays missed. What a
+reconcile of some apps does not look at keeps its last record.
+
 Every thread and job runs under `reconciler.supervise`: an unexpected exception
 is logged (redacted), counted, recorded and the part restarted with backoff;
 the heartbeat and systemd's watchdog are fed only while no part is stuck, so a
@@ -26,11 +32,12 @@ import math
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import watchfiles
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -42,10 +49,23 @@ from reconciler.config import Config
 from reconciler.desired import ClusterDesired, Desired, prune_checkouts
 from reconciler.diff.fingerprint import digest
 from reconciler.diff.redact import redact_text
-from reconciler.engine import ClusterEngine
+from reconciler.engine import ClusterEngine, owners
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics, MetricsServer
-from reconciler.model import App, GroupKind, Mode, ObjectRef, Result, SyncRequest
+from reconciler.model import (
+    CRD,
+    NAMESPACE,
+    App,
+    GroupKind,
+    InventoryItem,
+    Manifest,
+    Mode,
+    ObjectRef,
+    Result,
+    Violation,
+)
+from reconciler.notify import inbound
+from reconciler.notify.notifier import Notifier, Observe
 from reconciler.render.memo import unstamped
 from reconciler.report import Finding, Report
 from reconciler.session import Session, apps_by_cluster, open_session
@@ -57,6 +77,10 @@ HEARTBEAT_S = 5.0
 SHUTDOWN_DEADLINE_S = 8.0
 # A worker that shows no progress for 3 resync intervals (never less than this) is stuck.
 MIN_STALL_S = 30.0
+# A reconcile tells of progress per object; the supervisor hears of it when that moves
+# the worker's deadline by at least this much (far inside MIN_STALL_S): one Health
+# lock per object, taken by three workers and every watch, queued them on each other.
+PROGRESS_EVERY_S = 1.0
 # Rendering every app (Helm charts included) may take minutes; past this it is stuck.
 RENDER_DEADLINE_S = 900.0
 # A live object reverted this often within the window is flapping: another writer
@@ -67,6 +91,10 @@ FLAP_BACKOFF_S = (60.0, 300.0, 1800.0)
 _GIT_TRIGGERS = {"HEAD", "FETCH_HEAD", "ORIG_HEAD", "packed-refs"}
 # A follow-up waits at most this long for the watch events of the last reconcile's writes.
 ECHO_WAIT_S = 2.0
+# A write whose echo has not come by then never will (its watch listed afresh meanwhile).
+ECHO_FORGET_S = 60.0
+# Kinds other apps' objects live in or are served by: a change to one is the cluster's.
+_FOUNDATIONS = frozenset({NAMESPACE, CRD})
 _WRITES = (Result.CREATED, Result.CONFIGURED, Result.PRUNED)
 # watchfiles yields a batch once no change came for its step (50 ms) or after this
 # long: a commit (lock file, ref, reflog) is one batch, and a ref renders at once.
@@ -102,32 +130,57 @@ class _Flapping:
 
 
 class _Echoes:
-    """The watch events of a reconcile's own writes. The follow-up waits for them (at
-    most ECHO_WAIT_S): the live cache must hold what was written, or the follow-up
-    would take the reconciler's own writes for drift and write them again."""
+    """The watch events of the reconciler's own writes, its echoes.
+
+    An echo (the object written, with the resourceVersion the write was answered
+    with) is no drift: it triggers nothing. It may come before the answer does, so
+    the events seen while a reconcile runs are held and judged when it ends (the
+    follow-up could not start sooner anyway). The follow-up still waits for the
+    echoes of the writes before it (at most ECHO_WAIT_S): the live cache must hold
+    what was written, or the follow-up would take those writes for drift."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running = False
         self._seen: set[ObjectRef] = set()
         self._awaited: set[ObjectRef] = set()
+        # (ref, resourceVersion) of each write whose echo has not come, and when written.
+        self._own: dict[tuple[ObjectRef, str], float] = {}
+        self._held: list[tuple[ObjectRef, str, str, bool]] = []
         self.arrived = threading.Event()
         self.arrived.set()
 
     def reconciling(self) -> None:
+        at = time.monotonic()
         with self._lock:
             self._running, self._seen = True, set()
+            self._own = {key: t for key, t in self._own.items() if at - t < ECHO_FORGET_S}
 
-    def seen(self, ref: ObjectRef) -> None:
+    def wrote(self, ref: ObjectRef, version: str) -> None:
+        if version:
+            with self._lock:
+                self._own[(ref, version)] = time.monotonic()
+
+    def changed(self, ref: ObjectRef, event: str, version: str, whole: bool) -> bool:
+        """A watch event: True if it may be drift, False if it is an echo or is held
+        until the running reconcile ends. A deletion is never an echo: the cache makes
+        some up (a relist, a kind no longer listable) with the last version it held."""
         with self._lock:
             if self._running:
                 self._seen.add(ref)
             self._awaited.discard(ref)
             if not self._awaited:
                 self.arrived.set()
+            if event != "DELETED" and self._own.pop((ref, version), None) is not None:
+                return False
+            if self._running:
+                self._held.append((ref, event, version, whole))
+                return False
+            return True
 
-    def wrote(self, report: Report | None) -> None:
-        """The reconcile ended; an event seen while it ran may be the echo of a write."""
+    def ended(self, report: Report | None) -> list[tuple[ObjectRef, str, bool]]:
+        """The reconcile ended: the events held while it ran that echo none of its
+        writes, as (ref, event, whether it concerns the whole cluster)."""
         written = {o.ref for o in report.outcomes if o.result in _WRITES} if report else set()
         with self._lock:
             self._running, self._awaited = False, written - self._seen
@@ -135,20 +188,36 @@ class _Echoes:
                 self.arrived.clear()
             else:
                 self.arrived.set()
+            held, self._held = self._held, []
+            return [
+                (r, e, w)
+                for r, e, v, w in held
+                if e == "DELETED" or self._own.pop((r, v), None) is None
+            ]
 
 
 class ClusterRecord:
     """What a worker puts on record about its cluster (the state store's cluster row,
     the metrics), and the objects the store says the reconciler manages there."""
 
-    def __init__(self, cluster: str, mode: Mode, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        mode: Mode,
+        store: Store,
+        metrics: Metrics,
+        notify: Observe | None = None,
+    ) -> None:
         self.cluster = cluster
         self.mode = mode
         self._store = store
         self._metrics = metrics
+        self._notify = notify
+        # Each app's drifting objects as the store holds them (None: not read yet).
+        self._drift: Counter[str] | None = None
 
-    def inventory(self) -> frozenset[ObjectRef]:
-        return frozenset(i.ref for i in self._store.inventory(self.cluster))
+    def inventory(self) -> list[InventoryItem]:
+        return self._store.inventory(self.cluster)
 
     def failed(self, error: str, reachable: bool) -> None:
         self._store.record_cluster(self.cluster, self.mode, reachable, error)
@@ -158,26 +227,67 @@ class ClusterRecord:
     def request(self, record: RequestRecord) -> None:
         self._store.record_request(record)
 
-    def reconciled(self, report: Report, drift_by_app: Mapping[str, int], flapping: int) -> None:
+    def reconciled(
+        self,
+        report: Report,
+        apps: Collection[str],
+        violations: Collection[Violation],
+        findings: Collection[Finding],
+        flapping: int,
+    ) -> int:
+        """`report` is on record; the metrics show every app of the cluster, `apps`,
+        whether this reconcile covered it or not: their drift as the store now holds it
+        (a reconcile of some apps leaves the others' as it was), the cluster's
+        `violations` and `findings`. Returns the cluster's drifting objects."""
         reachable = report.unreachable is None
         self._store.record_cluster(self.cluster, self.mode, reachable, report.unreachable)
         self._metrics.set_reachable(self.cluster, reachable)
+        drift_by_app = dict.fromkeys(apps, 0)
+        drift_by_app.update(self._count_drift(report))
         self._metrics.observe_reconcile(
-            self.cluster, self.mode, report.duration_s, report.counts, drift_by_app, ok=True
+            self.cluster,
+            self.mode,
+            report.duration_s,
+            report.counts,
+            drift_by_app,
+            ok=True,
+            whole=report.scope is None,
         )
         if report.errors:
             self._metrics.count_errors(self.cluster, "object", len(report.errors))
         self._metrics.set_flapping(self.cluster, flapping)
-        self._metrics.set_violations(self.cluster, Counter(v.policy for v in report.violations))
-        self._metrics.set_findings(
-            self.cluster, Counter(f.kind for f in self._store.findings(self.cluster))
-        )
+        self._metrics.set_violations(self.cluster, Counter(v.policy for v in violations))
+        self._metrics.set_findings(self.cluster, Counter(f.kind.value for f in findings))
+        return sum(drift_by_app.values())
+
+    def _count_drift(self, report: Report) -> Counter[str]:
+        """Each app's drift after `report`, as the store now holds it: counted afresh
+        for the apps it covered, kept for the others (the store is read once, not after
+        every reconcile of one app)."""
+        fresh = Counter(app for app, _ in report.drifts)
+        if report.scope is None:
+            self._drift = fresh
+        elif self._drift is None:
+            self._drift = Counter(d.app for d in self._store.drift(self.cluster))
+        else:
+            for app in report.scope:
+                self._drift.pop(app, None)
+            self._drift.update(fresh)
+        return self._drift
+
+    def observed(self, report: Report, only: Collection[str] | None) -> None:
+        """Hand `report` (of the apps `only`, or all) to the notifier; never waits."""
+        if self._notify is not None:
+            self._notify(self.cluster, self.mode, report, only)
 
 
 class Worker:
     """Reconciles one cluster whenever it is triggered, until stopped: at once when
     idle; the triggers that arrive during a reconcile make one follow-up, which
     starts `gap_s` after that reconcile ended, once the live cache holds its writes.
+    A trigger names the apps it concerns (a watch event: those owning the object; a
+    commit: those whose desired state it moved) or the whole cluster (a resync, a
+    restart, a sync request); a reconcile covers what its triggers named together.
 
     It is handed only what it uses: its engine, the current desired state, its
     cluster's record, and the supervisor (whose stopping event ends it)."""
@@ -205,8 +315,16 @@ class Worker:
         self.log = logs.get(cluster=engine.name)
         self._wake = threading.Event()
         self._reasons: set[str] = set()
+        # What the next reconcile covers: the whole cluster, or these apps.
+        self._whole = False
+        self._apps: set[str] = set()
         self._lock = threading.Lock()
-        self.managed: frozenset[ObjectRef] = frozenset()
+        # The apps owning each managed object (desired by them or in their inventory).
+        self._owners: Mapping[ObjectRef, frozenset[str]] = {}
+        # The metadata.generation of each namespace and CRD the apps own (see _founded).
+        self._generations: dict[ObjectRef, int | None] = {}
+        # The cluster's policy violations; a reconcile of some apps updates theirs.
+        self._violations: tuple[Violation, ...] = ()
         self.flapping = _Flapping()
         self._applied: dict[ObjectRef, str] = {}
         # Sync requests (reconciler.requests) the next reconcile carries out, and why
@@ -219,18 +337,30 @@ class Worker:
         self._waiting: frozenset[GroupKind] = frozenset()
         self.thread: threading.Thread | None = None
         self._looped = False
+        # The deadline of the last progress the supervisor heard of (-inf: idle since).
+        self._told_until = float("-inf")
         engine.progress = self._progress
+        engine.wrote = self._echoes.wrote
         engine.internal_error = functools.partial(supervisor.health.failed, self.name)
 
     def start(self) -> None:
         self.thread = self._supervisor.thread(self.name, self._loop)
 
     def _progress(self, within_s: float) -> None:
+        until = time.monotonic() + max(self._stall_s, within_s)
+        if 0.0 <= until - self._told_until < PROGRESS_EVERY_S:
+            return
+        self._told_until = until
         self._supervisor.health.busy(self.name, max(self._stall_s, within_s), "reconcile")
 
-    def trigger(self, reason: str) -> None:
+    def trigger(self, reason: str, apps: Collection[str] | None = None) -> None:
+        """Reconcile soon: the apps named, or the whole cluster (None)."""
         with self._lock:
             self._reasons.add(reason)
+            if apps is None:
+                self._whole = True
+            else:
+                self._apps.update(apps)
         self._wake.set()
 
     def request(self, request: requests.Request) -> None:
@@ -239,11 +369,36 @@ class Worker:
             self._requests.append(request)
         self.trigger(f"sync request {request.app}")
 
-    def on_change(self, ref: ObjectRef, event: str) -> None:
-        self._echoes.seen(ref)
+    def on_change(self, ref: ObjectRef, event: str, version: str) -> None:
+        # Judged as it comes (an echo too), while the cache holds what the event brought.
+        whole = GroupKind(ref.group, ref.kind) in _FOUNDATIONS and self._founded(ref, event)
+        if self._echoes.changed(ref, event, version, whole):
+            self._changed(ref, event, whole)
+
+    def _changed(self, ref: ObjectRef, event: str, whole: bool) -> None:
+        owners = self._owners.get(ref)
         # Watch events on objects the reconciler does not manage are none of its business.
-        if ref in self.managed:
-            self.trigger(f"watch {event.lower()} {ref}")
+        if owners is None:
+            return
+        self.trigger(f"watch {event.lower()} {ref}", None if whole else owners)
+
+    def _founded(self, ref: ObjectRef, event: str) -> bool:
+        """Whether a change of namespace or CRD `ref` concerns the other apps' objects
+        (living in it, or served by it): its coming, its going or a new spec (a new
+        generation), not the status the API server writes (a CRD's Established)."""
+        generation = _generation(self.engine.cache.get(ref))
+        before = self._generations.get(ref)
+        self._generations[ref] = generation
+        return event != "MODIFIED" or before != generation
+
+    def _remember_foundations(self) -> None:
+        """The generation of each namespace and CRD the apps own, as the cache holds it
+        after a reconcile (its own writes included): the next change is judged by it."""
+        for ref in self._owners:
+            if GroupKind(ref.group, ref.kind) in _FOUNDATIONS:
+                live = self.engine.cache.get(ref)
+                if live is not None:
+                    self._generations[ref] = _generation(live)
 
     def _loop(self) -> None:
         stopping, health = self._supervisor.stopping, self._supervisor.health
@@ -253,6 +408,7 @@ class Worker:
         self._looped = True
         while not stopping.is_set():
             health.idle(self.name)
+            self._told_until = float("-inf")
             if self._waiting and not self._waiting & self.engine.cache.unlisted().keys():
                 self._waiting = frozenset()
                 self.trigger("kinds listable again")
@@ -264,27 +420,40 @@ class Worker:
             self._echoes.arrived.wait(max(0.0, self._ended + ECHO_WAIT_S - time.monotonic()))
             with self._lock:
                 reasons, self._reasons = self._reasons, set()
+                only = None if self._whole else frozenset(self._apps)
+                self._whole, self._apps = False, set()
                 self._wake.clear()
             if not stopping.is_set():
                 self._progress(0.0)
-                self.reconcile(reasons)
+                self.reconcile(reasons, only)
 
-    def reconcile(self, reasons: set[str]) -> Report | None:
-        """Reconcile the cluster; the sync requests taken with it get their answer
-        whatever happens, so a person waiting for one is never left hanging."""
+    def reconcile(self, reasons: set[str], only: frozenset[str] | None = None) -> Report | None:
+        """Reconcile the cluster (or the apps `only` names); the sync requests taken
+        with it get their answer whatever happens, so a person waiting for one is never
+        left hanging. Then the watch events held while it ran that were no echo of its
+        writes trigger the next."""
         with self._lock:
             asked, self._requests = self._requests, []
+        if asked:
+            only = None  # a request waits for the cluster's state, not an app's slice of it
         for request in asked:
             self._record.request(request.record("running", self.engine.name))
         report: Report | None = None
         self._failure = "the reconcile stopped on an internal error: see the daemon's log"
         self._echoes.reconciling()
         try:
-            report = self._reconcile(reasons, asked)
+            report = self._reconcile(reasons, asked, only)
         finally:
             self._ended = time.monotonic()
-            self._echoes.wrote(report)
+            if report is None or report.unreachable is not None:
+                # What it was for (and what a commit moved meanwhile) is undone: the
+                # next reconcile, whatever starts it, covers the whole cluster.
+                with self._lock:
+                    self._whole = True
+            changed = self._echoes.ended(report)
             self._answer(asked, report)
+        for ref, event, whole in changed:
+            self._changed(ref, event, whole)
         return report
 
     def _answer(self, asked: list[requests.Request], report: Report | None) -> None:
@@ -323,20 +492,23 @@ class Worker:
                 exit_code=record.exit_code,
             )
 
-    def _reconcile(self, reasons: set[str], asked: list[requests.Request]) -> Report | None:
+    def _reconcile(
+        self, reasons: set[str], asked: list[requests.Request], only: frozenset[str] | None
+    ) -> Report | None:
         desired = self._desired()
         if desired is None or self.engine.name not in desired.clusters:
             self._failure = "no desired state for this cluster: see `reconciler status`"
             return None
         apps = apps_by_cluster(desired).get(self.engine.name, [])
-        log = self.log.bind(reasons=sorted(reasons)[:5])
+        log = self.log.bind(reasons=sorted(reasons)[:5], scope=_scope(only))
         try:
             self.engine.pin_identity()
             report = self.engine.reconcile(
                 desired.clusters[self.engine.name],
                 apps,
                 held=self.flapping.held(time.monotonic()),
-                requested=_requested(asked),
+                requested=requests.wanted(asked),
+                only=only,
             )
         except ClusterError as exc:
             reachable = not isinstance(exc, Unreachable)
@@ -351,29 +523,47 @@ class Worker:
             return None
         self.reconciles += 1
         self._waiting = frozenset(report.unlisted)
-        self._observe(report, desired, apps)
+        drift = self._observe(report, desired, apps, only)
         log.info(
             "reconcile.done",
+            # What it covered: the apps asked for and those sharing an object with them.
+            scope=_scope(report.scope),
             result=report.result,
             duration_s=round(report.duration_s, 3),
-            drift=len(report.drifts),
+            drift=drift,
             errors=len(report.errors),
             **{r.value: n for r, n in report.counts.items() if r is not Result.UNCHANGED},
         )
         return report
 
-    def _observe(self, report: Report, desired: Desired, apps: list[App]) -> None:
+    def _observe(
+        self, report: Report, desired: Desired, apps: list[App], only: frozenset[str] | None
+    ) -> int:
+        """Put the reconcile on record; returns the cluster's drifting objects."""
+        # The engine widens the scope asked for to the apps sharing an object with them.
+        only = report.scope
         manifests = desired.clusters[self.engine.name].manifests
-        self.managed = frozenset(m.ref for m in manifests) | self._record.inventory()
-        self._track_reverts(report, {m.ref: digest(m.obj) for m in manifests})
-        self._log_findings(report.findings)
-        drift_by_app = {app.name: 0 for app in apps}
-        for app, _ in report.drifts:
-            drift_by_app[app] = drift_by_app.get(app, 0) + 1
-        self._record.reconciled(report, drift_by_app, len(self.flapping.held(time.monotonic())))
+        self._owners = owners(manifests, self._record.inventory())
+        self._remember_foundations()
+        self._track_reverts(report, manifests)
+        self._log_findings(report.findings, only)
+        scanned = {GroupKind(m.ref.group, m.ref.kind) for m in manifests if _within(m, only)}
+        self._violations = kept_violations(self._violations, report.violations, only, scanned)
+        drift = self._record.reconciled(
+            report,
+            [app.name for app in apps],
+            self._violations,
+            self._findings,
+            len(self.flapping.held(time.monotonic())),
+        )
+        self._record.observed(report, only)
+        return drift
 
-    def _log_findings(self, findings: Collection[Finding]) -> None:
-        """One warning per finding when it appears, not one per resync while it stays."""
+    def _log_findings(self, findings: Collection[Finding], only: frozenset[str] | None) -> None:
+        """One warning per finding when it appears, not one per resync while it stays
+        (nor when a reconcile of other apps leaves it alone)."""
+        if only is not None:
+            findings = {f for f in self._findings if f.app not in only} | set(findings)
         for finding in set(findings) - self._findings:
             self.log.warning(
                 "app.finding",
@@ -384,27 +574,64 @@ class Worker:
             )
         self._findings = frozenset(findings)
 
-    def _track_reverts(self, report: Report, digests: Mapping[ObjectRef, str]) -> None:
+    def _track_reverts(self, report: Report, manifests: Collection[Manifest]) -> None:
         """An object configured again with the same desired state was changed by
-        someone else: a revert. Too many in a row make it flap."""
+        someone else: a revert. Too many in a row make it flap. Only what was written
+        is digested: most reconciles write little of a large cluster."""
         at = time.monotonic()
-        for outcome in report.outcomes:
-            if outcome.result not in (Result.CREATED, Result.CONFIGURED):
+        written = [o for o in report.outcomes if o.result in (Result.CREATED, Result.CONFIGURED)]
+        refs = {o.ref for o in written}
+        digests = {m.ref: digest(m.obj) for m in manifests if m.ref in refs} if refs else {}
+        for outcome in written:
+            done = digests.get(outcome.ref)
+            if done is None:
                 continue
-            digest = digests.get(outcome.ref)
-            if digest is None:
-                continue
-            reverted = self._applied.get(outcome.ref) == digest
+            reverted = self._applied.get(outcome.ref) == done
             if reverted and self.flapping.record_revert(outcome.ref, at):
                 self.log.warning("object.flapping", app=outcome.app, object=str(outcome.ref))
-            self._applied[outcome.ref] = digest
+            self._applied[outcome.ref] = done
+
+
+def _scope(only: Collection[str] | None) -> str | list[str]:
+    return "cluster" if only is None else sorted(only)
+
+
+def _generation(obj: Mapping[str, Any] | None) -> int | None:
+    generation = ((obj or {}).get("metadata") or {}).get("generation")
+    return generation if isinstance(generation, int) else None
+
+
+def kept_violations(
+    before: Collection[Violation],
+    found: Collection[Violation],
+    only: Collection[str] | None,
+    scanned: Collection[GroupKind],
+) -> tuple[Violation, ...]:
+    """The cluster's violations after a reconcile `found` some: all of them for the
+    whole cluster; for some apps (`only`), which looked at their desired objects and at
+    the live objects of the kinds `scanned`, the others' stay as they were."""
+    if only is None:
+        return tuple(found)
+    kept = [
+        v
+        for v in before
+        if not (v.source == "desired" and v.app in only)
+        and not (v.source == "live" and GroupKind(v.ref.group, v.ref.kind) in scanned)
+    ]
+    return (*kept, *found)
+
+
+def _within(manifest: Manifest, only: Collection[str] | None) -> bool:
+    return only is None or manifest.origin.app in only
 
 
 def keep_last_good(new: Desired, old: Desired | None, broken: Collection[str]) -> Desired:
     """`new`, with the apps of the `broken` repos (unreadable, corrupt, ref gone) taken
     from `old`, the last desired state rendered: a repo that cannot be read must not
     make its apps vanish (their objects would be left unmanaged, edits no longer
-    reverted), nor change them. Apps of those repos that `new` still has are kept."""
+    reverted), nor change them. Apps of those repos that `new` still has are kept.
+    The commits those repos were last read at stay among those in use, so their
+    checkouts are not pruned (prune_checkouts) while the apps are rendered from them."""
     if old is None or not broken:
         return new
     present = {app.name for app in new.catalogue.apps}
@@ -428,7 +655,14 @@ def keep_last_good(new: Desired, old: Desired | None, broken: Collection[str]) -
             errors=now_.errors + tuple(e for e in before.errors if e.app in names),
         )
     catalogue = Catalogue(new.catalogue.apps + tuple(kept), new.catalogue.errors)
-    return replace(new, clusters=clusters, catalogue=catalogue)
+    commits = {**{r: c for r, c in old.commits.items() if r in broken}, **new.commits}
+    revisions = {
+        **{k: c for k, c in old.revisions.items() if k.partition("@")[0] in broken},
+        **new.revisions,
+    }
+    return replace(
+        new, clusters=clusters, catalogue=catalogue, commits=commits, revisions=revisions
+    )
 
 
 class Daemon:
@@ -448,6 +682,7 @@ class Daemon:
         self.desired: Desired | None = None
         self.session: Session = open_session(config, on_change=self._on_change)
         self.store = self.session.store
+        self.notifier = Notifier(config.notify.matrix, self.store, self.metrics, self.supervisor)
         for engine in self.session.engines.values():
             engine.cache.supervise(self.health)
         self._repo_errors: Mapping[str, str] = {}
@@ -465,46 +700,47 @@ class Daemon:
         return Worker(
             engine,
             lambda: self.desired,
-            ClusterRecord(engine.name, engine.mode, self.store, self.metrics),
+            ClusterRecord(
+                engine.name, engine.mode, self.store, self.metrics, self.notifier.observe
+            ),
             self.supervisor,
             gap_s=self.config.daemon.debounce_s,
             stall_s=self.stall_s,
         )
 
-    def _on_change(self, cluster: str, ref: ObjectRef, event: str) -> None:
+    def _on_change(self, cluster: str, ref: ObjectRef, event: str, version: str) -> None:
         worker = self.workers.get(cluster)
         if worker is not None:
-            worker.on_change(ref, event)
+            worker.on_change(ref, event, version)
 
     # -- desired state --------------------------------------------------------------
 
-    def refresh(self, fetch: bool = False) -> frozenset[str]:
+    def refresh(self, fetch: bool = False) -> dict[str, frozenset[str] | None]:
         """Render desired state again; the clusters whose desired state moved with a
-        tracked commit (or an error): all of them the first time, none when nothing did."""
+        tracked commit (or an error), each with the apps that moved (None: all of them,
+        see `_moved`): every cluster the first time, none when nothing did."""
         with self._render_lock:
             desired = self.session.render(fetch=fetch)
             self.metrics.count_renders(desired.rendered, desired.reused)
             self.session.record_repos(desired)
-            pruned = prune_checkouts(self.session.config, desired)
-            if pruned:
-                self.log.info("checkouts.pruned", removed=pruned)
             for name, problem in sorted(desired.unreadable.items()):
                 if self._repo_errors.get(name) != problem:
                     self.log.error("repo.unreadable", repo=name, error=problem)
             self._repo_errors = desired.unreadable
+            # A repo that cannot be read right now keeps its apps' last good desired state.
+            desired = keep_last_good(desired, self.desired, desired.unreadable)
+            # After keep_last_good: the commits it keeps in use keep their checkouts.
+            pruned = prune_checkouts(self.session.config, desired, self.desired)
+            if pruned:
+                self.log.info("checkouts.pruned", removed=pruned)
+            moved = _moved(desired, self.desired)
             # Same commits, same errors and the same objects are the same render, and
             # keeping the object keeps the engines' per-render caches. Commits alone do
             # not say it: a destination's capabilities or a chart version range may
             # change what renders, and a chart that could not be fetched may be back.
-            if (
-                self.desired is not None
-                and _same_render(desired, self.desired)
-                and not _moved(desired, self.desired)
-            ):
-                return frozenset()
-            # A repo that cannot be read right now keeps its apps' last good desired state.
-            desired = keep_last_good(desired, self.desired, desired.unreadable)
-            previous, self.desired = self.desired, desired
+            if self.desired is not None and _same_render(desired, self.desired) and not moved:
+                return {}
+            self.desired = desired
             self.log.info(
                 "desired.rendered",
                 commits=desired.commits,
@@ -516,17 +752,19 @@ class Daemon:
                 self.log.warning(
                     "app.error", app=error.app, cluster=error.cluster, error=error.message
                 )
-            return _moved(desired, previous)
+            return moved
 
     def _commit_moved(self, fetch: bool, part: str = "") -> None:
         if part:
             self.health.busy(part, RENDER_DEADLINE_S, "render")
         try:
-            # A cluster whose desired state the commit left as it was has nothing to do.
-            for name in sorted(self.refresh(fetch=fetch)):
+            # A cluster (an app) whose desired state the commit left as it was has
+            # nothing to do.
+            moved = self.refresh(fetch=fetch)
+            for name in sorted(moved):
                 worker = self.workers.get(name)
                 if worker is not None:
-                    worker.trigger("commit")
+                    worker.trigger("commit", moved[name])
         except ReconcilerError as exc:
             self.log.error("desired.failed", error=str(exc))
 
@@ -552,6 +790,16 @@ class Daemon:
         self.supervisor.thread("git-watch", self._watch_repos)
         spool = requests.prepare(self.config.state_dir)
         self.supervisor.thread("requests", functools.partial(self._serve_requests, spool))
+        self.notifier.start()
+        report_only = {c.name for c in self.session.config.clusters if c.mode == "report"}
+        inbound.start(
+            self.config.notify.matrix,
+            self.store,
+            self.supervisor,
+            self.metrics,
+            report_only,
+            self._hand_request,
+        )
         interval = systemd.watchdog_interval() or HEARTBEAT_S
         self._check_health()
         while not self.stopping.wait(min(interval, HEARTBEAT_S)):
@@ -562,6 +810,7 @@ class Daemon:
         """Record every part's health; beat and feed the watchdog only if none is stuck,
         so systemd restarts a daemon that has stopped making progress."""
         parts = self.health.snapshot()
+        self.notifier.daemon_health(parts)
         self.store.replace_components(parts)
         stuck = {p.name: p.detail for p in parts if p.state == "stuck"}
         if tuple(stuck) != self._stuck:
@@ -693,6 +942,14 @@ class Daemon:
             return
         if request.id in self._taken:
             return
+        if self._hand_request(request) is None:
+            self._taken.add(request.id)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _hand_request(self, request: requests.Request) -> str | None:
+        """Hand `request` (spooled, or approved in the Matrix room: reconciler.notify.
+        inbound) to its app's worker; None once taken, else why it is refused (on record)."""
         log = self.log.bind(app=request.app, request=request.id, user=request.user)
         log.info("sync.requested", prune=request.prune)
         worker, refusal = self._route(request)
@@ -706,11 +963,10 @@ class Daemon:
                     output=(f"err: {refusal}",),
                 )
             )
-            path.unlink(missing_ok=True)
-            return
-        self._taken.add(request.id)
+            return refusal
         self.store.record_request(request.record("queued", worker.engine.name))
         worker.request(request)
+        return None
 
     def _route(self, request: requests.Request) -> tuple[Worker | None, str]:
         """The worker of the requested app's cluster, or why the request is refused."""
@@ -761,15 +1017,6 @@ class Daemon:
         return 0
 
 
-def _requested(asked: list[requests.Request]) -> dict[str, SyncRequest]:
-    """The apps asked for, each pruning if any of its requests asked to."""
-    requested: dict[str, SyncRequest] = {}
-    for request in asked:
-        prune = request.prune or requested.get(request.app, SyncRequest()).prune
-        requested[request.app] = SyncRequest(prune=prune)
-    return requested
-
-
 def _same_render(new: Desired, old: Desired) -> bool:
     """The same commits read (tracked, and pinned by targetRevision) and the same
     errors: `new` renders nothing `old` did not."""
@@ -781,17 +1028,37 @@ def _same_render(new: Desired, old: Desired) -> bool:
     )
 
 
-def _moved(new: Desired, old: Desired | None) -> frozenset[str]:
-    """The clusters whose desired state differs in substance between `old` and `new`;
-    the commits objects and apps were read at do not count, so a commit that changed
-    none of a cluster's objects, apps or errors leaves that cluster alone."""
+def _moved(new: Desired, old: Desired | None) -> dict[str, frozenset[str] | None]:
+    """The clusters whose desired state differs in substance between `old` and `new`,
+    each with the apps whose part of it moved (added, changed or gone); the commits
+    objects and apps were read at do not count, so a commit that changed none of a
+    cluster's objects, apps or errors leaves that cluster alone. None stands for all
+    of a cluster's apps: on the first render, for an error of no one cluster, a new
+    cluster, or when a moved app's namespaces or CRDs moved (other apps' objects need
+    them)."""
     if old is None or _unplaced(new) != _unplaced(old):
-        return frozenset(new.clusters)
-    return frozenset(
-        name
-        for name, desired in new.clusters.items()
-        if name not in old.clusters or _substance(desired) != _substance(old.clusters[name])
-    )
+        return dict.fromkeys(new.clusters)
+    moved: dict[str, frozenset[str] | None] = {}
+    for name, desired in new.clusters.items():
+        before = old.clusters.get(name)
+        if before is None:
+            moved[name] = None
+            continue
+        now_, then = _substance(desired), _substance(before)
+        apps = frozenset(a for a in now_.keys() | then.keys() if now_.get(a) != then.get(a))
+        if apps:
+            same = _foundations(desired, apps) == _foundations(before, apps)
+            moved[name] = apps if same else None
+    return moved
+
+
+def _foundations(desired: ClusterDesired, apps: Collection[str]) -> list[object]:
+    """The namespaces and CRDs `apps` render: other apps' objects may need them."""
+    return [
+        (m.ref, m.obj)
+        for m in desired.manifests
+        if m.origin.app in apps and GroupKind(m.ref.group, m.ref.kind) in _FOUNDATIONS
+    ]
 
 
 def _unplaced(desired: Desired) -> list[str]:
@@ -799,15 +1066,25 @@ def _unplaced(desired: Desired) -> list[str]:
     return sorted(str(e) for e in desired.errors if e.cluster is None)
 
 
-def _substance(desired: ClusterDesired) -> tuple[object, ...]:
-    return (
-        [(m.ref, m.obj, m.origin.repo, m.origin.app, m.origin.path) for m in desired.manifests],
-        desired.apps,
-        desired.failed,
-        [str(e) for e in desired.errors],
-        desired.contested,
-        [unstamped(a) for a in desired.catalogue.apps if a.cluster == desired.cluster],
-    )
+def _substance(desired: ClusterDesired) -> dict[str, list[object]]:
+    """Each app's part of a cluster's desired state: its objects, whether it is listed,
+    failed or shares an object, its errors and its Application."""
+    parts: dict[str, list[object]] = defaultdict(list)
+    for m in desired.manifests:
+        parts[m.origin.app].append((m.ref, m.obj, m.origin.repo, m.origin.path))
+    for name in desired.apps:
+        parts[name].append("listed")
+    for name in desired.failed:
+        parts[name].append("failed")
+    for error in desired.errors:
+        parts[error.app].append(str(error))
+    for ref, renders in desired.contested.items():
+        for name in renders:
+            parts[name].append((ref, dict(renders)))
+    for app in desired.catalogue.apps:
+        if app.cluster == desired.cluster:
+            parts[app.name].append(unstamped(app))
+    return parts
 
 
 def _git_ref_filter(_change: watchfiles.Change, path: str) -> bool:

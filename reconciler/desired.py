@@ -19,13 +19,14 @@ from typing import Any
 
 from reconciler import logs
 from reconciler.appofapps import grow
-from reconciler.catalogue import Catalogue, build_catalogue
+from reconciler.catalogue import Catalogue, CatalogueMemo, build_catalogue
 from reconciler.config import Config
 from reconciler.errors import ReconcilerError, internal_error
 from reconciler.model import App, AppError, Manifest, ObjectRef, api_group
 from reconciler.render import Rendered, Tools
 from reconciler.render.memo import RenderMemo
 from reconciler.render.revisions import source_trees
+from reconciler.render.sandbox import confines_files
 from reconciler.sources.git import GitSource
 from reconciler.tree import Revisions, Tree
 
@@ -135,7 +136,8 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
     problems: dict[str, str] = {}
     notes: list[str] = []
     for repo in config.repos:
-        source = GitSource(repo, config.state_dir)
+        # Checkouts share files only while the tools that read them cannot write them.
+        source = GitSource(repo, config.state_dir, link_checkouts=confines_files)
         try:
             url = source.url()
             if url:
@@ -153,11 +155,19 @@ def open_sources(config: Config, fetch: bool = False) -> RepoTrees:
     return RepoTrees(trees, urls, problems, tuple(notes), revisions)
 
 
-def prune_checkouts(config: Config, desired: Desired) -> int:
+def prune_checkouts(config: Config, desired: Desired, before: Desired | None = None) -> int:
     """Remove the checkouts of commits `desired` no longer renders (every repo's; see
-    GitSource.prune_checkouts); how many went."""
-    keep = {*desired.commits.values(), *desired.revisions.values()}
+    GitSource.prune_checkouts); how many went. Only when a commit moved since `before`
+    (the last render): that lists every repo's checkouts, and without a move nothing
+    was written. A checkout spared then as recently used goes at the next move."""
+    keep = _rendered_commits(desired)
+    if before is not None and _rendered_commits(before) == keep:
+        return 0
     return sum(GitSource(repo, config.state_dir).prune_checkouts(keep) for repo in config.repos)
+
+
+def _rendered_commits(desired: Desired) -> set[str]:
+    return {*desired.commits.values(), *desired.revisions.values()}
 
 
 def tools_for(config: Config) -> Tools:
@@ -170,11 +180,13 @@ def build_desired(
     tools: Tools,
     clusters: Collection[str] | None = None,
     memo: RenderMemo | None = None,
+    catalogue_memo: CatalogueMemo | None = None,
 ) -> Desired:
     """Catalogue every app, render those destined for `clusters` (all when None), and
     assemble each cluster's desired objects. With a `memo` (the daemon's, kept from
-    render to render), an app whose inputs did not change is not rendered again."""
-    catalogue = build_catalogue(config, sources.trees, sources.urls)
+    render to render), an app whose inputs did not change is not rendered again; with
+    a `catalogue_memo`, an Application file that did not change is not parsed again."""
+    catalogue = build_catalogue(config, sources.trees, sources.urls, catalogue_memo)
     wanted = [a for a in catalogue.apps if clusters is None or a.cluster in clusters]
     errors = [e for e in catalogue.errors if clusters is None or e.cluster in (None, *clusters)]
 

@@ -56,6 +56,58 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+# The implicit resolvers (booleans, numbers, nulls, ...) by a scalar's first character,
+# wildcards included, as PyYAML's resolve looks them up.
+_Resolvers = list[tuple[str, re.Pattern[str]]]
+_WILDCARDS: _Resolvers = list(_Loader.yaml_implicit_resolvers.get(None, []))
+_IMPLICIT: dict[str, _Resolvers] = {
+    first: [*resolvers, *_WILDCARDS]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+    if first is not None
+}
+
+
+class _TreeLoader(_Loader):
+    """The loader for text without anchors, whose documents are trees: most of the
+    time of loading manifests goes to PyYAML's general node-by-node constructor and
+    tag resolver (Python, even over the C parser), which a start with thousands of
+    objects pays in full. Plain strings, mappings and lists are built directly here;
+    every other node (numbers, booleans, nulls, merge keys, explicit tags) goes to the
+    general constructor, so what is loaded, and what is refused, stays the same."""
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode:
+            return _SEQ if kind is yaml.SequenceNode else _MAP
+        if implicit[0]:
+            for tag, pattern in _IMPLICIT.get(value[:1], _WILDCARDS):
+                if pattern.match(value):
+                    return tag
+        return _STR
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # no path resolvers: nothing to track
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        data = self._tree(node)
+        # What the general constructor kept of this document (deep: nothing is pending).
+        self.constructed_objects.clear()
+        self.recursive_objects.clear()
+        return data
+
+    def _tree(self, node: yaml.Node) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag == _MAP and all(key.tag == _STR for key, _ in node.value):
+            return {key.value: self._tree(value) for key, value in node.value}
+        if tag == _SEQ:
+            return [self._tree(item) for item in node.value]
+        return self.construct_object(node, deep=True)
+
 
 def parse_documents(data: bytes, path: str) -> list[Any]:
     """Every document of a .yaml/.yml (multi-document) or .json file; empty ones dropped."""
@@ -110,7 +162,8 @@ def _json(text: str, path: str) -> list[Any]:
 def _yaml(text: str, path: str) -> list[Any]:
     docs: list[Any] = []
     try:
-        for number, doc in enumerate(yaml.load_all(text, Loader=_Loader), 1):
+        loader = _Loader if "&" in text else _TreeLoader
+        for number, doc in enumerate(yaml.load_all(text, Loader=loader), 1):
             if number > MAX_DOCUMENTS:
                 raise RenderError(f"{path}: more than {MAX_DOCUMENTS} documents")
             if doc is not None:

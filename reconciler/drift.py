@@ -4,8 +4,10 @@ extras left in the inventory, policy violations, and Argo CD's own view.
 It diffs the manifests as they are applied (with the tracking label on apply-mode
 clusters), made once per render. A resync of an unchanged object costs a digest,
 not a diff: the last diff of each object is kept with the verdict digest it was
-made under, and an object found in sync is remembered in the store so the next
-reconcile sends it no dry-run. The dry-runs a diff does send go out side by side
+made under, and an object found in sync (by a dry-run, by the local no-op test, or
+by its diff on a report-mode cluster) is remembered in the store, so the next
+reconcile, after a restart too, neither diffs it nor sends it a dry-run while
+neither side changed. The dry-runs a diff does send go out side by side
 (reconciler.dryruns), and the report keeps the order of the pairs.
 """
 
@@ -19,12 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from reconciler.cluster import ClusterClient, LiveCache, NotSynced, Unreachable
-from reconciler.diff import diff_object, parse_ignore_rules
+from reconciler.diff import DIFF_VERSION, diff_object, parse_ignore_rules
 from reconciler.diff.fieldsets import FieldSet, owned_part
 from reconciler.diff.fingerprint import canonical, digest, project
 from reconciler.diff.ignore import IgnoreRule
-from reconciler.diff.noop import applies_unchanged
-from reconciler.diff.normalize import plain
+from reconciler.diff.noop import applies_unchanged, reported_unchanged
 from reconciler.diff.removed import argocd_applied
 from reconciler.dryruns import AdaptiveLimit, send
 from reconciler.errors import ReconcilerError
@@ -35,6 +36,7 @@ from reconciler.model import (
     Drift,
     GroupKind,
     Manifest,
+    Mode,
     ObjectRef,
     Violation,
     object_ref,
@@ -74,6 +76,14 @@ class _DryRun:
 
     pair: Pair
     rules: AppRules
+    verdict: str
+
+
+@dataclass(frozen=True)
+class _InSync:
+    """A desired object found in sync without a dry-run (its diff, or a local no-op),
+    and the verdict digest to remember that under, so a restart need not look again."""
+
     verdict: str
 
 
@@ -134,6 +144,7 @@ class Differ:
     ) -> None:
         self.name = cluster
         self.report_only = report_only
+        self.mode: Mode = "report" if report_only else "apply"
         self.client = client
         self.cache = cache
         self.policies = policies
@@ -163,6 +174,8 @@ class Differ:
         # What each pair came to, in the order of the pairs: the report keeps it.
         found: list[tuple[str, Drift | ObjectError | None]] = []
         waiting: dict[int, _DryRun] = {}
+        # The in-sync verdicts to remember, by position: stored in the order of the pairs.
+        in_sync: dict[int, tuple[ObjectRef, str]] = {}
         for pair in pairs.values():
             if pair.desired is None:
                 if pair.prune_candidate and pair.live is not None:
@@ -180,8 +193,10 @@ class Differ:
             if isinstance(outcome, _DryRun):
                 waiting[len(found)] = outcome
                 outcome = None
+            elif isinstance(outcome, _InSync):
+                in_sync[len(found)] = (pair.ref, outcome.verdict)
+                outcome = None
             found.append((pair.app, outcome))
-        in_sync: dict[int, tuple[ObjectRef, str]] = {}
 
         def answered(at: int, dry_run: Future[dict[str, Any]]) -> None:
             step = waiting[at]
@@ -197,7 +212,7 @@ class Differ:
         violations = self._violations(prepared, self._live_objects(prepared.manifests), errors)
         report = Report(
             cluster=self.name,
-            mode="report" if self.report_only else "apply",
+            mode=self.mode,
             drifts=tuple(drifts),
             violations=tuple(violations),
             errors=tuple(errors),
@@ -276,7 +291,7 @@ class Differ:
         app_rules: AppRules,
         prepared: Prepared,
         verdicts: Mapping[ObjectRef, str],
-    ) -> Drift | _DryRun | None:
+    ) -> Drift | _DryRun | _InSync | None:
         """The diff of a desired object, or what it needs from the server to be made."""
         assert pair.desired is not None, "only a desired object is diffed against live"
         m, live, rules = pair.desired, pair.live, app_rules.rules
@@ -292,16 +307,23 @@ class Differ:
         remembered = self.memo.get(m.ref)
         if remembered is not None and remembered[0] == verdict:
             return remembered[1]
-        if self.report_only:
+        stored = verdicts.get(m.ref) == verdict
+        if stored:
+            found = None
+        elif self.report_only:
             # A report-mode cluster gets no dry-run: it is a PATCH, audited as a write.
             # What git removed shows through the fields Argo CD applied.
-            found = diff_object(m.ref, m.obj, live, ignore=rules, applied=applied)
-        elif verdicts.get(m.ref) == verdict or applies_unchanged(m.obj, live, FIELD_MANAGER):
+            found = (
+                None
+                if reported_unchanged(m.obj, live, pair.app)
+                else diff_object(m.ref, m.obj, live, ignore=rules, applied=applied)
+            )
+        elif applies_unchanged(m.obj, live, FIELD_MANAGER):
             found = None
         else:
             return _DryRun(pair, app_rules, verdict)
         self.memo[m.ref] = (verdict, found)
-        return found
+        return _InSync(verdict) if found is None and not stored else found
 
     def _applied(
         self, app: str, ref: ObjectRef, live: Mapping[str, Any]
@@ -313,16 +335,20 @@ class Differ:
         if hit is not None and hit[:2] == (version, app):
             return hit[2], hit[3]
         applied = argocd_applied(live, app)
-        values = "" if applied is None else digest(owned_part(plain(live), applied))
+        values = "" if applied is None else digest(owned_part(live, applied))
         self.applied_memo[ref] = (version, app, applied, values)
         return applied, values
 
     def verdict(
         self, m: Manifest, live: Mapping[str, Any], rules: AppRules, prepared: Prepared
     ) -> str:
-        """The digest an in-sync verdict for `m` against `live` is remembered under."""
+        """The digest an in-sync verdict for `m` against `live` is remembered under: the
+        cluster's mode and the diff's version are part of it, as each changes what in
+        sync means (a diff against Argo CD's records, or a dry-run)."""
         live_text = canonical(project(live, m.obj))
-        return self.recorder.verdict(prepared.text(m), live_text, rules.key)
+        return self.recorder.verdict(
+            prepared.text(m), live_text, rules.key, self.mode, DIFF_VERSION
+        )
 
     def _violations(
         self,

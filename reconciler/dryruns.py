@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from reconciler.cluster import ClusterError, Throttled
+from reconciler.cluster import RETRY_PAUSES_S, ClusterError, Throttled
 
 T = TypeVar("T")
 
@@ -25,8 +25,6 @@ DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 10.0
 # How long one request waits on 429s in all before it fails (an error of its object).
 MAX_THROTTLED_S = 30.0
-# The pauses before each retry of another transient failure, as reconciler.execute's.
-RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 
 
 class AdaptiveLimit:

@@ -11,7 +11,7 @@ finds nothing to do sends no request that writes, dry-run included.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,7 @@ from reconciler.model import (
     App,
     GroupKind,
     InventoryItem,
+    Manifest,
     Mode,
     ObjectRef,
     Result,
@@ -44,7 +45,7 @@ from reconciler.plan import (
     refuse_violations,
 )
 from reconciler.policy import Policies
-from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR, Departure, departure
+from reconciler.pruneguard import DEFAULT_PRUNE_FLOOR, Departure, Fate, departure
 from reconciler.record import Recorder, api_version
 from reconciler.report import ObjectError, Report
 from reconciler.store import Store, now
@@ -58,13 +59,16 @@ _WROTE = (Result.CREATED, Result.CONFIGURED)
 
 @dataclass(frozen=True)
 class Scope:
-    """What one reconcile covers: the cluster, or one app of it (`only` names it)."""
+    """What one reconcile covers: the cluster, or some of its apps (`only` names them).
+    `sizes` is every app's inventory size, the scope's or not: the prune guard takes
+    the cluster's share of the whole cluster's inventory."""
 
     prepared: Prepared
     inventory: list[InventoryItem]
     apps: list[App]
     errors: list[ObjectError]
-    only: Collection[str] | None
+    only: frozenset[str] | None
+    sizes: Mapping[str, int]
 
 
 class ClusterEngine:
@@ -76,7 +80,7 @@ class ClusterEngine:
         store: Store,
         policies: Policies,
         *,
-        on_change: Callable[[ObjectRef, str], None] | None = None,
+        on_change: Callable[[ObjectRef, str, str], None] | None = None,
         max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
         prune_floor: int = DEFAULT_PRUNE_FLOOR,
         bounds: Bounds | None = None,
@@ -119,6 +123,9 @@ class ClusterEngine:
         # Told of each step, so a supervisor can tell a long reconcile from a stuck one:
         # the argument is how long the next step may take, beyond the usual.
         self.progress: Callable[[float], None] = _ignore_progress
+        # Told of each object written, with the resourceVersion the cluster answered:
+        # the watch event carrying it is the echo of this write, not a change.
+        self.wrote: Callable[[ObjectRef, str], None] = _ignore_write
         # Told of each unexpected exception that one object raised (it fails alone).
         self.internal_error: Callable[[BaseException], None] = self._log_internal_error
         self._internal_errors_seen: set[tuple[ObjectRef, str]] = set()
@@ -143,7 +150,7 @@ class ClusterEngine:
         self, desired: ClusterDesired, apps: Sequence[App], only_app: str | None = None
     ) -> Report:
         """Desired vs live for every object of the cluster (or of one app), from scratch."""
-        scope = self._gather(desired, apps, only_app)
+        scope = self._gather(desired, apps, None if only_app is None else {only_app})
         return self._diff(scope, self._pair(scope))[0]
 
     def reconcile(
@@ -152,16 +159,18 @@ class ClusterEngine:
         apps: Sequence[App],
         *,
         dry_run: bool = False,
-        only_app: str | None = None,
+        only: Collection[str] | None = None,
         held: Mapping[ObjectRef, str] | None = None,
         requested: Mapping[str, SyncRequest] | None = None,
     ) -> Report:
         """Diff, plan and (on an apply-mode cluster, unless `dry_run`) apply and prune,
-        for the whole cluster or `only_app`; the outcome is recorded in the store.
+        for the whole cluster or the apps `only` names; the outcome is recorded in the
+        store, where the other apps keep theirs.
         Objects in `held` (ref -> why) are not written this time (a flapping object).
         Apps in `requested` are synced because a person asked (reconciler.model.SyncRequest)."""
         started_at, started = now(), time.monotonic()
-        scope = self._gather(desired, apps, only_app)
+        scope = self._gather(desired, apps, only)
+        departed = self._departed(desired, apps, scope.sizes)
         pairs = self._pair(scope)
         found, rules = self._diff(scope, pairs)
         unlisted = self.cache.unlisted()
@@ -176,24 +185,26 @@ class ClusterEngine:
             max_prune_share=self.max_prune_share,
             prune_floor=self.prune_floor,
             requested=requested,
-            departed=self._departed(desired, scope),
+            departed=departed,
             unserved=unserved,
             unlisted=unlisted,
             contested=desired.contested,
+            cluster_inventory=None if scope.only is None else _managed(scope.sizes, departed),
         )
         digests = self._desired_digests(scope)
         the_plan, policy_held = self._sync_policy(
             the_plan, scope, pairs, requested or {}, digests, unserved
         )
         the_plan = refuse_violations(the_plan, found.violations)
-        executor = self._executor(rules, scope.prepared)
+        executor = self._executor(rules, scope.prepared, pairs)
         executed = executor.run(the_plan, scope.prepared.broken, held or {}, dry_run=dry_run)
         if not (self.report_only or dry_run):
             self.recorder.replace_inventory(pairs, executed.steps, scope.only)
             self.recorder.remember_apps(scope.apps, scope.only)
             failed = {*desired.failed, *(e.app for e in found.errors)}
             done = synced_apps(executed.steps, scope.apps, held=policy_held, failed=failed)
-            self.recorder.synced({app: digests[app] for app in done})
+            every = None if scope.only is not None else {app.name for app in scope.apps}
+            self.recorder.synced({app: digests[app] for app in done}, every)
         outcomes = executed.outcomes
         fixed = {o.ref for o in outcomes if o.result in (*_WROTE, Result.PRUNED)}
         report = Report(
@@ -209,10 +220,13 @@ class ClusterEngine:
             unreachable=executed.unreachable,
             unlisted=unlisted,
             findings=found.findings + the_plan.findings + executed.findings,
+            scope=scope.only,
         )
         if not dry_run:
             healths = self._healths(pairs, {o.ref for o in outcomes if o.result in _WROTE})
             self.recorder.reconciled(report, scope.apps, healths, started_at, scope.only)
+            if scope.only is None:
+                self.recorder.keep_in_sync({m.ref for m in scope.prepared.manifests})
         return report
 
     def _sync_policy(
@@ -243,9 +257,13 @@ class ClusterEngine:
                 self._digests[app.name] = (app, desired_digest(app, texts[app.name]))
         return {app.name: self._digests[app.name][1] for app in scope.apps}
 
-    def _departed(self, desired: ClusterDesired, scope: Scope) -> dict[str, Departure]:
-        """What became of each app that has objects here but left the cluster's apps."""
-        present = {app.name for app in scope.apps}
+    def _departed(
+        self, desired: ClusterDesired, apps: Sequence[App], holding: Collection[str]
+    ) -> dict[str, Departure]:
+        """What became of each app of `holding` (those with objects here) that left the
+        cluster's `apps`: in scope or not, the prune guard leaves out what the orphaned
+        ones hold."""
+        present = {app.name for app in apps}
         traces = self.recorder.app_traces()
         return {
             app: departure(
@@ -255,24 +273,31 @@ class ClusterEngine:
                 errors=desired.catalogue.errors,
                 commits=desired.commits,
             )
-            for app in sorted({item.app for item in scope.inventory} - present)
+            for app in sorted(set(holding) - present)
         }
 
     # -- gather --------------------------------------------------------------------
 
-    def _gather(self, desired: ClusterDesired, apps: Sequence[App], only_app: str | None) -> Scope:
-        """Desired objects, inventory, apps and errors of the cluster or one app, with
-        the live cache following every kind in play."""
+    def _gather(
+        self, desired: ClusterDesired, apps: Sequence[App], only: Collection[str] | None
+    ) -> Scope:
+        """Desired objects, inventory, apps and errors of the cluster or of the apps
+        `only` names (and those sharing an object with them), with the live cache
+        following every kind in play."""
+        everything = self.recorder.inventory()
+        chosen = None if only is None else entangled(only, desired.manifests, everything)
 
         def wanted(app: str) -> bool:
-            return only_app is None or app == only_app
+            return chosen is None or app in chosen
 
         prepared = self._prepare(desired).only(wanted)
-        inventory = [i for i in self.recorder.inventory() if wanted(i.app)]
+        inventory = [i for i in everything if wanted(i.app)]
         errors = [ObjectError(e.app, None, str(e)) for e in desired.errors if wanted(e.app)]
         errors += self._follow(prepared, inventory)
-        only = None if only_app is None else {only_app}
-        return Scope(prepared, inventory, [a for a in apps if wanted(a.name)], errors, only)
+        sizes = Counter(i.app for i in everything)
+        return Scope(
+            prepared, inventory, [a for a in apps if wanted(a.name)], errors, chosen, sizes
+        )
 
     def _pair(self, scope: Scope) -> dict[ObjectRef, Pair]:
         """The one join: desired, inventory and the live object of each (and of each
@@ -342,8 +367,15 @@ class ClusterEngine:
 
     # -- execute and record ----------------------------------------------------------
 
-    def _executor(self, rules: Rules, prepared: Prepared) -> Executor:
+    def _executor(self, rules: Rules, prepared: Prepared, pairs: Pairs) -> Executor:
         def applied(action: Action, live: Mapping[str, Any]) -> None:
+            # A write that changed nothing is answered with the version it found: no
+            # watch event carries that, and a later one that did (a delete the cache
+            # made up) must not be taken for its echo.
+            answered = _version(live)
+            before = pairs.get(action.ref)
+            if before is None or before.live is None or _version(before.live) != answered:
+                self.wrote(action.ref, answered)
             # What was just applied is in sync: the next reconcile needs no dry-run
             # (a hook is desired state too, and is diffed like the rest).
             if action.manifest is not None and (action.tracked or action.kind is ActionKind.HOOK):
@@ -390,7 +422,57 @@ class ClusterEngine:
         self.log.error("object.internal_error", error=short(exc))
 
 
+def owners(
+    manifests: Collection[Manifest], inventory: Collection[InventoryItem]
+) -> dict[ObjectRef, frozenset[str]]:
+    """The apps owning each managed object: the one that renders it and those whose
+    inventory holds it (an object moving between apps has both)."""
+    found: dict[ObjectRef, set[str]] = defaultdict(set)
+    for m in manifests:
+        found[m.ref].add(m.origin.app)
+    for item in inventory:
+        found[item.ref].add(item.app)
+    return {ref: frozenset(apps) for ref, apps in found.items()}
+
+
+def entangled(
+    only: Collection[str], manifests: Sequence[Manifest], inventory: Sequence[InventoryItem]
+) -> frozenset[str]:
+    """`only`, with every app sharing an object with one of them (rendering what its
+    inventory holds, or holding what it renders), and so on: a reconcile of some apps
+    must see each of their objects whole, or it would take an object moving from one
+    app to another for one to prune."""
+    shared = [apps for apps in owners(manifests, inventory).values() if len(apps) > 1]
+    apps = set(only)
+    grown = True
+    while grown:
+        grown = False
+        for together in shared:
+            if together & apps and not together <= apps:
+                apps |= together
+                grown = True
+    return frozenset(apps)
+
+
+def _managed(sizes: Mapping[str, int], departed: Mapping[str, Departure]) -> dict[str, int]:
+    """`sizes` (app -> objects) without the orphaned apps': what they left is no longer
+    managed, so it is not part of the inventory the prune guard takes a share of."""
+    return {
+        app: n
+        for app, n in sizes.items()
+        if app not in departed or departed[app].fate is not Fate.ORPHAN
+    }
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _ignore_progress(_within_s: float) -> None:
+    pass
+
+
+def _ignore_write(_ref: ObjectRef, _version: str) -> None:
     pass
 
 

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from reconciler.cluster import (
     ClusterClient,
@@ -27,6 +27,7 @@ from reconciler.cluster import (
     NotFound,
     UnknownKind,
     Unreachable,
+    retrying,
 )
 from reconciler.errors import ReconcilerError
 from reconciler.guards import without_write
@@ -39,14 +40,12 @@ from reconciler.waves import Awaited, Bounds, HookState, Step, Verdict, cut, hoo
 # Field managers whose writes are manual edits: the reconciler takes their fields back.
 TAKEOVER_MANAGERS = re.compile(r"^(kubectl(-.+)?|before-first-apply)$")
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
-_RETRIES = (0.5, 1.0, 2.0)
 # How long a kind whose CRD was applied moments ago may take to be served.
 _CRD_SETTLE_S = 10.0
 _HOOK_DELETE_S = 30.0
 # How often a waiting app looks at the live view (kept current by the cache's watches).
 _POLL_S = 0.25
 
-T = TypeVar("T")
 # Told of each applied object with what the cluster made of it.
 Applied = Callable[[Action, Mapping[str, Any]], None]
 
@@ -175,15 +174,21 @@ class Executor:
     def _step(
         self, run: _Run, step: Step, hooks: list[tuple[Action, Awaited]], waited: float
     ) -> Finding | None:
-        """Apply one step; a hook that could not be created fails the app's sync."""
+        """Apply one step. As in Argo CD, a write the cluster refused (or a hook that
+        could not be created) fails the app's sync once the rest of the step is sent;
+        an object refused before any write (`broken`: a policy, a render error) fails
+        alone, and a cluster gone away leaves the rest for the next reconcile."""
         failure = None
         for action in step.actions:
             outcome, awaited = self._do(run, action)
-            if action.kind is ActionKind.HOOK and awaited is not None:
+            hook = action.kind is ActionKind.HOOK
+            if hook and awaited is not None:
                 hooks.append((action, awaited))
-            if action.kind is ActionKind.HOOK and outcome.result is Result.FAILED:
-                what = f"hook {action.ref} {outcome.message}"
-                failure = failure or Finding(step.app, FindingKind.HOOK, action.ref, what)
+            refused = not hook and action.ref not in run.broken and run.unreachable is None
+            if outcome.result is Result.FAILED and (hook or refused):
+                kind = FindingKind.HOOK if hook else FindingKind.WAVE
+                what = f"{'hook ' if hook else ''}{action.ref} {outcome.message}"
+                failure = failure or Finding(step.app, kind, action.ref, what)
         if step.writes:
             self.log.info(
                 "sync.step",
@@ -394,18 +399,6 @@ def _skipped(action: Action, why: str) -> Outcome:
 
 def _not_run(action: Action) -> Outcome:
     return _skipped(action, "SyncFail hook: runs only when the sync fails")
-
-
-def retrying(call: Callable[[], T]) -> T:
-    """`call`, retried with backoff while the cluster reports a transient failure."""
-    for pause in _RETRIES:
-        try:
-            return call()
-        except ClusterError as exc:
-            if not exc.transient:
-                raise
-            time.sleep(pause)
-    return call()
 
 
 def defined_kind(crd: Mapping[str, Any]) -> GroupKind:

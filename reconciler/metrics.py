@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -41,6 +41,16 @@ from reconciler.report import FindingKind
 # cluster could not be used (unreachable, forbidden, identity); policy = a policy
 # could not be evaluated.
 ErrorKind = Literal["source", "render", "object", "cluster", "policy"]
+
+# What became of an approval (reconciler.notify.approvals), one count per step.
+ApprovalOutcome = Literal["approved", "refused", "expired", "carried_out", "failed"]
+APPROVAL_OUTCOMES: tuple[ApprovalOutcome, ...] = get_args(ApprovalOutcome)
+
+# What became of a notification (reconciler.notify.notifier): a message sent to the
+# room, a send that failed (it is retried), a notice dropped undelivered, a report
+# the full hand-off let go (nothing lost: a later report says what is open then).
+NotifyOutcome = Literal["sent", "dropped", "failed", "superseded"]
+NOTIFY_OUTCOMES: tuple[NotifyOutcome, ...] = get_args(NotifyOutcome)
 
 # From an event-triggered reconcile of one object (well under a second) to a full
 # resync rendering ~130 apps with Helm (minutes), then "stuck".
@@ -78,7 +88,7 @@ class Metrics:
         )
         self._last_success = Gauge(
             "reconciler_last_success_timestamp_seconds",
-            "When a reconcile of the cluster last ran to completion (Unix time).",
+            "When a reconcile of the whole cluster last ran to completion (Unix time).",
             ["cluster"],
             registry=registry,
         )
@@ -136,6 +146,27 @@ class Metrics:
             registry=registry,
         )
         self._violated: dict[str, frozenset[str]] = {}
+        self._approvals = Counter(
+            "reconciler_approvals",
+            "Approvals from the Matrix room, by outcome: approved, refused (not allowed, "
+            "unknown, used or report-only), expired (unused), carried_out, failed.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._notify = Counter(
+            "reconciler_notify_messages",
+            "Notifications to the Matrix room, by outcome: sent (messages delivered), "
+            "failed (send attempts that failed and are retried), dropped (notices never "
+            "delivered: queue full, or refused by the homeserver for good), superseded "
+            "(reports the full hand-off let go for later ones; nothing is lost).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._notify_pending = Gauge(
+            "reconciler_notify_pending",
+            "Notices waiting (in the state store) for the Matrix room.",
+            registry=registry,
+        )
         self._scraped = _ScrapeTimeCollector()
         registry.register(self._scraped)
 
@@ -147,8 +178,9 @@ class Metrics:
         results: Mapping[Result, int],
         drift_by_app: Mapping[str, int],
         ok: bool,
+        whole: bool = True,
     ) -> None:
-        """Record one reconcile of `cluster`.
+        """Record one reconcile of `cluster` (`whole`: of all its apps).
 
         `results` counts objects per Result; `drift_by_app` is the number of
         drifting objects per app (every app of the cluster, zeros included) and
@@ -156,14 +188,16 @@ class Metrics:
         stops being exported. `ok` means the reconcile ran to completion (per-app
         errors allowed): only then is it a success, and only then is its drift
         news; an aborted reconcile keeps the last known drift rather than
-        claiming zero."""
+        claiming zero. A reconcile of some apps (a watch event's) is no news of the
+        others: the last success stays that of the whole cluster."""
         self._duration.labels(cluster).observe(duration_s)
         for result in Result:
             # Every result is exported from the first reconcile on, so rate() and
             # alerts see 0 rather than an absent series.
             self._actions.labels(cluster, result.value).inc(results.get(result, 0))
         if ok:
-            self._last_success.labels(cluster).set(time.time())
+            if whole:
+                self._last_success.labels(cluster).set(time.time())
             self._scraped.set_drift(cluster, mode, drift_by_app)
 
     def count_errors(self, cluster: str, kind: ErrorKind, count: int = 1) -> None:
@@ -172,6 +206,16 @@ class Metrics:
     def count_renders(self, rendered: int, reused: int) -> None:
         self._renders.labels("rendered").inc(rendered)
         self._renders.labels("reused").inc(reused)
+
+    def count_notify(self, outcome: NotifyOutcome, count: int = 1) -> None:
+        """Count notifications by outcome; a count of 0 exports the series at 0."""
+        self._notify.labels(outcome).inc(count)
+
+    def set_notify_pending(self, pending: int) -> None:
+        self._notify_pending.set(pending)
+
+    def count_approval(self, outcome: ApprovalOutcome, count: int = 1) -> None:
+        self._approvals.labels(outcome).inc(count)
 
     def count_internal_error(self, component: str) -> None:
         """Count an unexpected exception of a supervised part. The label keeps the first

@@ -56,6 +56,14 @@ class ObjectRef:
             return f"{group_kind} {self.namespace}/{self.name}"
         return f"{group_kind} {self.name}"
 
+    @staticmethod
+    def parse(text: str) -> ObjectRef:
+        """The ref whose `str` is `text` (a kind has no dot, a name no slash)."""
+        group_kind, _, where = text.partition(" ")
+        kind, _, group = group_kind.partition(".")
+        namespace, _, name = where.rpartition("/")
+        return ObjectRef(group, kind, namespace, name)
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -198,9 +206,12 @@ class App:
 class SyncRequest:
     """A person asked to sync one app now (`reconciler sync --app A`), as Argo CD's
     manual sync: it applies whatever the app's syncPolicy would leave for a person.
-    `prune` also confirms the prunes the guard held back."""
+    `prune` also confirms the prunes the guard held back: all of them, or only
+    `objects` when given (an approval from the room covers what its message showed,
+    no more; the rest stay held)."""
 
     prune: bool = False
+    objects: frozenset[ObjectRef] | None = None
 
 
 @dataclass(frozen=True)

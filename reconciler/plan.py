@@ -169,6 +169,10 @@ VERBS = {
     ActionKind.HOOK: "run hook",
 }
 _APPLIED = frozenset({Result.CREATED, Result.CONFIGURED, Result.UNCHANGED})
+# How a prune held for a person's confirmation begins its `skipped` reason.
+PRUNE_HELD = "prune blocked: "
+# Why a prune a person confirmed stays held: the approval did not show it.
+UNAPPROVED = "not among the objects the approval showed; it needs one of its own"
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,7 @@ def plan(
     requested: Mapping[str, SyncRequest] | None = None,
     departed: Mapping[str, Departure] | None = None,
     contested: Mapping[ObjectRef, Mapping[str, str]] | None = None,
+    cluster_inventory: Mapping[str, int] | None = None,
 ) -> Plan:
     """The ordered actions that bring one cluster's live objects to the desired ones.
 
@@ -248,7 +253,8 @@ def plan(
     theirs missing from `live` may exist all the same: it is neither created nor
     dropped from the inventory as "already absent"; it waits, skipped. Objects in
     `contested` (ref -> app -> where it renders it) are shared by several apps: see
-    `_shared`.
+    `_shared`. When `pairs` cover some apps only, `cluster_inventory` (app -> objects)
+    is the whole cluster's, which the cluster's share is taken of.
     """
     limits = Limits(prune_floor, max_prune_share)
     inventory = inventory_by_app(pairs)
@@ -270,16 +276,19 @@ def plan(
     planner.create_namespaces(pairs)
     rendered = {p.app for p in pairs.values() if p.desired is not None}
     for app, members in candidates.items():
+        request = (requested or {}).get(app)
         verdict = planner.prune_block(
             app,
             failed=app in render_failed,
             rendered=app in rendered,
             departed=(departed or {}).get(app),
-            request=(requested or {}).get(app),
+            request=request,
         )
+        bound = request.objects if request is not None else None
         for pair in members:
-            planner.prune(pair, drift.get(pair.ref), verdict, protected)
-    planner.guard_prunes(limits, {app: len(refs) for app, refs in inventory.items()})
+            planner.prune(pair, drift.get(pair.ref), verdict, protected, bound)
+    sizes = {app: len(refs) for app, refs in inventory.items()}
+    planner.guard_prunes(limits, sizes if cluster_inventory is None else cluster_inventory)
     # Hooks belong to a sync operation: an app with nothing to write runs none (invariant 3).
     syncing = {action.app for _, action in planner.entries + planner.prunes if action.writes}
     for pair, hook, wave in hooks:
@@ -447,8 +456,14 @@ class _Planner:
         return verdict
 
     def prune(
-        self, pair: Pair, drift: Drift | None, verdict: AppPrune, protected: Protection
+        self,
+        pair: Pair,
+        drift: Drift | None,
+        verdict: AppPrune,
+        protected: Protection,
+        bound: frozenset[ObjectRef] | None = None,
     ) -> None:
+        """`bound`: the only objects a person's confirmation covers (None: all)."""
         live, ref, app = pair.live, pair.ref, pair.app
         waiting = self.waiting(ref) if live is None else None
         kind, result, reason = ActionKind.NONE, Result.SKIPPED, ""
@@ -476,6 +491,10 @@ class _Planner:
             why = f"{hold[0]} ({SYNC_OPTIONS})" if hold is not None else str(verdict.waits)
             reason = f"prune blocked: {why}"
             self.unconfirmed[app][why].append(ref)
+        elif verdict.confirmed and bound is not None and ref not in bound:
+            why = UNAPPROVED
+            reason = f"{PRUNE_HELD}{why}"
+            self.unconfirmed[app][why].append(ref)
         else:
             kind, result = ActionKind.PRUNE, Result.PRUNED
         wave = self.wave(pair, _annotations(live or {}))
@@ -501,7 +520,7 @@ class _Planner:
         for i, (key, action) in enumerate(self.prunes):
             why = held.get(action.app)
             if why is not None and action.kind is ActionKind.PRUNE:
-                reason = f"prune blocked: {why}"
+                reason = f"{PRUNE_HELD}{why}"
                 action = replace(action, kind=ActionKind.NONE, result=Result.SKIPPED, reason=reason)
                 self.prunes[i] = (key, action)
                 self.unconfirmed[action.app][why].append(action.ref)

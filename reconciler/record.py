@@ -39,18 +39,23 @@ class Recorder:
         """The verdict digest under which each object was last in sync."""
         return self.store.in_sync(self.cluster)
 
-    def verdict(self, desired_text: str, live_text: str, rules_key: str) -> str:
-        return self.store.verdict(desired_text, live_text, rules_key)
+    def verdict(self, *parts: str) -> str:
+        return self.store.verdict(*parts)
 
     def in_sync(self, verdicts: Iterable[tuple[ObjectRef, str]]) -> None:
         self.store.remember_in_sync(self.cluster, verdicts)
+
+    def keep_in_sync(self, desired: Collection[ObjectRef]) -> None:
+        """Only the objects of a whole cluster's desired state keep their verdicts."""
+        self.store.keep_in_sync(self.cluster, desired)
 
     def synced_digests(self) -> dict[str, str]:
         """The desired digest (reconciler.syncpolicy) each app was last synced at."""
         return self.store.synced_digests(self.cluster)
 
-    def synced(self, digests: Mapping[str, str]) -> None:
-        self.store.record_synced(self.cluster, digests)
+    def synced(self, digests: Mapping[str, str], apps: Collection[str] | None = None) -> None:
+        """`apps`, when every app of the cluster was reconciled: the others are forgotten."""
+        self.store.record_synced(self.cluster, digests, apps)
 
     def applied(self, action: Action, verdict: str, api_version: str) -> None:
         """An object just applied is in sync under `verdict`; a tracked one joins its

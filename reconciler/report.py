@@ -99,6 +99,9 @@ class Report:
     # Kinds whose live state was unknown (cannot be listed), with why: their work waits.
     unlisted: Mapping[GroupKind, str] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
+    # The apps this run covered, those sharing an object with the ones asked for
+    # included (engine.entangled); None: the whole cluster.
+    scope: frozenset[str] | None = None
 
     @property
     def counts(self) -> Counter[Result]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from reconciler.catalogue import Catalogue
 from reconciler.errors import ReconcilerError
-from reconciler.model import Result
+from reconciler.model import ObjectRef, Result, SyncRequest
 from reconciler.report import STOPPED_SYNC, FindingKind, Report
 from reconciler.store import RequestRecord, now
 
@@ -55,12 +55,27 @@ class Request:
     user: str
     # The cluster the person named (--cluster), if any: an app elsewhere is refused.
     cluster: str | None = None
+    # With prune, the only held prunes it confirms (an approval's objects); None: all.
+    objects: frozenset[ObjectRef] | None = None
 
     def record(self, state: str, cluster: str | None = None, **result: Any) -> RequestRecord:
         """The request as the state store keeps it, in `state`."""
         return RequestRecord(
             self.id, self.app, cluster, self.user, self.prune, self.requested_at, state, **result
         )
+
+
+def wanted(asked: Collection[Request]) -> dict[str, SyncRequest]:
+    """The apps asked for: each prunes if any of its requests asked to, confirming
+    the objects of every pruning request (all of them if one named none)."""
+    pruning: dict[str, frozenset[ObjectRef] | None] = {}
+    for request in asked:
+        if not request.prune:
+            continue
+        before = pruning.get(request.app, frozenset())
+        both = None if before is None or request.objects is None else before | request.objects
+        pruning[request.app] = both
+    return {r.app: SyncRequest(r.app in pruning, pruning.get(r.app)) for r in asked}
 
 
 def spool(state_dir: Path) -> Path:

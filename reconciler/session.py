@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler.catalogue import Catalogue
+from reconciler.catalogue import Catalogue, CatalogueMemo
 from reconciler.config import Config, with_policy_modes
 from reconciler.desired import Desired, build_desired, open_sources, tools_for
 from reconciler.engine import ClusterEngine
@@ -67,6 +67,8 @@ class Session:
     scratch: Path | None = None  # the empty state of a reader that found none
     # Each app's last render, reused by the next render while its inputs stay the same.
     memo: RenderMemo = field(default_factory=RenderMemo)
+    # Each Application file's reading, reused while the file is unchanged.
+    catalogue_memo: CatalogueMemo = field(default_factory=CatalogueMemo)
 
     def close(self) -> None:
         for engine in self.engines.values():
@@ -80,7 +82,7 @@ class Session:
         the commit read of each repo, which `record_repos` puts on record."""
         sources = open_sources(self.config, fetch=fetch)
         tools = replace(tools_for(self.config), capabilities=self.capabilities())
-        return build_desired(self.config, sources, tools, clusters, self.memo)
+        return build_desired(self.config, sources, tools, clusters, self.memo, self.catalogue_memo)
 
     def capabilities(self) -> dict[str, Capabilities]:
         """Each reachable cluster's capabilities, for charts that read `.Capabilities`."""
@@ -115,7 +117,7 @@ def open_session(
     config: Config,
     clusters: Collection[str] | None = None,
     *,
-    on_change: Callable[[str, ObjectRef, str], None] | None = None,
+    on_change: Callable[[str, ObjectRef, str, str], None] | None = None,
     readonly: bool = False,
 ) -> Session:
     """Policies, store and an engine per selected cluster (all when None). A `readonly`

@@ -16,7 +16,8 @@ import os
 from typing import Any
 
 from reconciler.config import Config
-from reconciler.store import ComponentRecord, FindingRecord, Store
+from reconciler.report import STOPPED_SYNC
+from reconciler.store import AppRecord, ComponentRecord, FindingRecord, NotifyHealth, Store
 from reconciler.supervise import DEGRADED
 
 # The daemon beats every few seconds; three missed beats mean it is not running.
@@ -70,7 +71,7 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
                     {
                         "at": run.started_at,
                         "duration_s": round(run.duration_s, 3),
-                        "result": run.result,
+                        "result": _result(run.result, apps, findings),
                     }
                     if run
                     else None
@@ -107,7 +108,58 @@ def gather(config: Config, store: Store, at: datetime.datetime | None = None) ->
         },
         "repos": store.repos(),
         "clusters": clusters,
+        "notify": _notify(config, store, at),
+        # Decisions offered in the Matrix room that wait for a person (not yet expired).
+        "approvals": [
+            {
+                "id": a.id,
+                "cluster": a.cluster,
+                "app": a.app,
+                "action": a.action,
+                "detail": a.detail,
+                "offered_at": a.offered_at,
+                "expires_at": a.expires_at,
+            }
+            for a in store.approvals({"pending"})
+            if (_age_s(a.expires_at, at) or 0.0) < 0
+        ],
     }
+
+
+def _notify(config: Config, store: Store, at: datetime.datetime) -> dict[str, Any] | None:
+    """The notification queue's health; None when [notify.matrix] is not configured."""
+    if config.notify.matrix is None:
+        return None
+    pending, oldest = store.notify_backlog()
+    health = store.notify_health() or NotifyHealth()
+    age = _age_s(oldest, at)
+    return {
+        "pending": pending,
+        "oldest_pending_age_s": None if age is None else round(age, 1),
+        "sent_total": health.sent_total,
+        "dropped_total": health.dropped_total,
+        "failed_total": health.failed_total,
+        "last_error": health.last_error,
+        "last_error_at": health.last_error_at,
+        "last_sent_at": health.last_sent_at,
+        "homeserver_reachable": health.reachable,
+    }
+
+
+# How bad each run result is (reconciler.report.Report.result).
+_RANK = {"converged": 0, "drift": 1, "failed": 2}
+
+
+def _result(last_run: str, apps: list[AppRecord], findings: list[dict[str, Any]]) -> str:
+    """The cluster's result: the worse of its last run's and its apps' as recorded. The
+    last run may have covered some apps only (a watch event's), and each other app
+    keeps the row of the run that last covered it."""
+    stopped = {kind.value for kind in STOPPED_SYNC}
+    if any(a.error for a in apps) or any(f["kind"] in stopped for f in findings):
+        rows = "failed"
+    else:
+        rows = "drift" if any(a.drift for a in apps) else "converged"
+    return max(last_run, rows, key=lambda result: _RANK.get(result, 0))
 
 
 def _finding(finding: FindingRecord) -> dict[str, Any]:
@@ -150,6 +202,8 @@ def healthy(status: dict[str, Any]) -> bool:
         return False
     if any(c.get("findings") for c in status["clusters"]):
         return False
+    if (status.get("notify") or {}).get("homeserver_reachable") is False:
+        return False
     return all(
         a["sync"] == "Synced" and not a["error"] and a["health"] not in ("Degraded", "Missing")
         for c in status["clusters"]
@@ -191,6 +245,8 @@ def table(
             ],
         )
         out.append("")
+    if status.get("notify") is not None:
+        out += [_notify_line(status["notify"], at), ""]
     out += _grid(
         ["REPO", "COMMIT", "FETCHED", "ERROR"],
         [
@@ -244,7 +300,38 @@ def table(
     ]
     if findings:
         out += ["", *_grid(["CLUSTER", "APP", "FINDING", "OBJECT", "MESSAGE"], findings)]
+    pending = [
+        [
+            a["id"],
+            a["cluster"],
+            a["app"],
+            a["action"],
+            _until(a["expires_at"], at),
+            _short(a["detail"]) or "-",
+        ]
+        for a in status.get("approvals", [])
+    ]
+    if pending:
+        header = ["APPROVAL", "CLUSTER", "APP", "ACTION", "EXPIRES", "DETAIL"]
+        out += ["", *_grid(header, pending)]
     return "\n".join(out) + "\n"
+
+
+def _notify_line(n: dict[str, Any], at: datetime.datetime) -> str:
+    reachable = {True: "reachable", False: "UNREACHABLE", None: "not tried yet"}
+    line = f"notify: homeserver {reachable[n['homeserver_reachable']]}, {n['pending']} pending"
+    if n["oldest_pending_age_s"] is not None:
+        line += f" (oldest {_ago_s(n['oldest_pending_age_s'])})"
+    line += (
+        f", {n['sent_total']} sent ({_ago(n['last_sent_at'], at)}), {n['dropped_total']} dropped"
+    )
+    if n["last_error"]:
+        line += f"; last error {_ago(n['last_error_at'], at)}: {_short(n['last_error'])}"
+    return line
+
+
+def _ago_s(age: float) -> str:
+    return f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}m"
 
 
 def _short(text: str, width: int = 70) -> str:
@@ -261,6 +348,11 @@ def _ago(stamp: str | None, at: datetime.datetime) -> str:
     if age < 7200:
         return f"{age / 60:.0f}m ago"
     return f"{age / 3600:.1f}h ago"
+
+
+def _until(stamp: str, at: datetime.datetime) -> str:
+    left = -(_age_s(stamp, at) or 0.0)
+    return f"in {left / 60:.0f}m" if left >= 120 else f"in {max(left, 0):.0f}s"
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -88,6 +88,26 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, cluster TEXT NOT NULL,
     app TEXT NOT NULL, object TEXT NOT NULL, result TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY, cluster TEXT NOT NULL, app TEXT NOT NULL, action TEXT NOT NULL,
+    detail TEXT NOT NULL, offered_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+    state TEXT NOT NULL, decided_by TEXT, decided_at TEXT, decided_event TEXT, thread TEXT,
+    request_id TEXT, result TEXT, objects TEXT NOT NULL DEFAULT '[]');
+CREATE INDEX IF NOT EXISTS approvals_by_state ON approvals (state, expires_at);
+CREATE TABLE IF NOT EXISTS notify_cursor (room_id TEXT PRIMARY KEY, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, key TEXT NOT NULL,
+    priority INTEGER NOT NULL, notice TEXT NOT NULL, approval_id TEXT, txn_id TEXT,
+    state TEXT NOT NULL, event_id TEXT, sent_at TEXT);
+CREATE INDEX IF NOT EXISTS notify_outbox_by_state ON notify_outbox (state, id);
+CREATE INDEX IF NOT EXISTS notify_outbox_by_event ON notify_outbox (event_id);
+CREATE INDEX IF NOT EXISTS notify_outbox_by_key ON notify_outbox (key, id);
+CREATE TABLE IF NOT EXISTS notify_open (
+    key TEXT PRIMARY KEY, scope TEXT NOT NULL, fingerprint TEXT NOT NULL, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_health (
+    id INTEGER PRIMARY KEY CHECK (id = 1), sent_total INTEGER NOT NULL,
+    dropped_total INTEGER NOT NULL, failed_total INTEGER NOT NULL, last_error TEXT,
+    last_error_at TEXT, last_sent_at TEXT, reachable INTEGER, updated_at TEXT NOT NULL);
 """
 
 
@@ -96,7 +116,12 @@ class StoreError(ReconcilerError):
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return stamp(datetime.datetime.now(datetime.UTC))
+
+
+def stamp(at: datetime.datetime) -> str:
+    """The store's form of a time, which sorts as it compares."""
+    return at.astimezone(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -156,6 +181,61 @@ class RequestRecord:
     summary: str = ""
     output: tuple[str, ...] = ()
     outcomes: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """A decision offered in the Matrix room (reconciler.notify.approvals): `action` is
+    prune or sync; `state` pending, approved, expired, superseded (its condition changed
+    or closed), done or failed; `decided_event` the Matrix event that decided it,
+    `thread` the event its answers go under, `request_id` the sync request it became,
+    `result` that request's summary, `objects` what a prune approval covers (each
+    `str(ObjectRef)`, as its message showed them)."""
+
+    id: str
+    cluster: str
+    app: str
+    action: str
+    detail: str
+    offered_at: str
+    expires_at: str
+    state: str = "pending"
+    decided_by: str | None = None
+    decided_at: str | None = None
+    decided_event: str | None = None
+    thread: str | None = None
+    request_id: str | None = None
+    result: str | None = None
+    objects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutboxNotice:
+    """A notice waiting for, or past, the Matrix room (reconciler.notify): `notice` its
+    redacted content as reconciler.notify.notices encodes it, `key` what it is about
+    (its dedup key), `txn_id` the message it went into once grouped (so a message
+    resent after a restart is the same one to the homeserver)."""
+
+    key: str
+    priority: int
+    notice: dict[str, Any]
+    approval_id: str | None = None
+    id: int = 0
+    created_at: str = ""
+    txn_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifyHealth:
+    """How sending to the room goes (reachable None: not tried yet)."""
+
+    sent_total: int = 0
+    dropped_total: int = 0
+    failed_total: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_sent_at: str | None = None
+    reachable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -551,8 +631,9 @@ class Store:
 
     def verdict(self, *parts: str) -> str:
         """A keyed digest of what a verdict depends on (desired object, live
-        values it sets, ignore rules). Keyed so that the digest of a desired
-        Secret cannot be tested against guesses of its value."""
+        values it sets, ignore rules, the cluster's mode, the diff's version).
+        Keyed so that the digest of a desired Secret cannot be tested against
+        guesses of its value."""
         digest = hmac.new(self._verdict_key(), digestmod=hashlib.sha256)
         for part in parts:
             digest.update(part.encode())
@@ -595,15 +676,41 @@ class Store:
                 [(cluster, *_key(ref), verdict) for ref, verdict in verdicts],
             )
 
+    def keep_in_sync(self, cluster: str, desired: Collection[ObjectRef]) -> None:
+        """Forget the verdicts of `cluster`'s objects that are not `desired` any more:
+        an object gone from git (pruned, orphaned, deleted by hand) leaves no row
+        behind, so the table is bounded by what the cluster desires."""
+        if self.readonly:
+            return
+        with self._tx() as db:
+            stored = db.execute(
+                "SELECT grp, kind, namespace, name FROM in_sync WHERE cluster = ?", (cluster,)
+            ).fetchall()
+            keep = {_key(ref) for ref in desired}
+            gone = [(cluster, *row) for row in map(tuple, stored) if row not in keep]
+            db.executemany(
+                "DELETE FROM in_sync WHERE cluster = ? AND grp = ? AND kind = ? "
+                "AND namespace = ? AND name = ?",
+                gone,
+            )
+
     # -- the desired state each app was last synced at (reconciler.syncpolicy) -----
 
     def synced_digests(self, cluster: str) -> dict[str, str]:
         rows = self._query("SELECT app, digest FROM synced WHERE cluster = ?", (cluster,))
         return {r["app"]: r["digest"] for r in rows}
 
-    def record_synced(self, cluster: str, digests: Mapping[str, str]) -> None:
+    def record_synced(
+        self, cluster: str, digests: Mapping[str, str], apps: Collection[str] | None = None
+    ) -> None:
+        """Record the apps just synced; given every app of the `cluster`, forget the
+        others, so an app removed and later added again is synced anew."""
         at = now()
         with self._tx() as db:
+            if apps is not None:
+                rows = db.execute("SELECT app FROM synced WHERE cluster = ?", (cluster,))
+                gone = [(cluster, app) for (app,) in rows.fetchall() if app not in apps]
+                db.executemany("DELETE FROM synced WHERE cluster = ? AND app = ?", gone)
             db.executemany(
                 "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?)",
                 [(cluster, app, digest, at) for app, digest in sorted(digests.items())],
@@ -654,6 +761,308 @@ class Store:
             tuple(json.loads(r["outcomes"])),
         )
 
+    # -- approvals offered in the Matrix room (reconciler.notify.approvals) -----
+
+    def offer_approval(self, offered: ApprovalRecord) -> ApprovalRecord:
+        """Record `offered`, unless an approval of the same cluster, app, action, detail
+        and objects is still pending and unexpired at `offered.offered_at`: that one is
+        returned instead, so a message posted again carries the same ID."""
+        objects = json.dumps(list(offered.objects))
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT * FROM approvals WHERE cluster = ? AND app = ? AND action = ? "
+                "AND detail = ? AND objects = ? AND state = 'pending' AND expires_at > ? "
+                "ORDER BY offered_at LIMIT 1",
+                (
+                    offered.cluster,
+                    offered.app,
+                    offered.action,
+                    offered.detail,
+                    objects,
+                    offered.offered_at,
+                ),
+            ).fetchall()
+            if rows:
+                return _approval(rows[0])
+            db.execute(
+                "INSERT INTO approvals (id, cluster, app, action, detail, offered_at, "
+                "expires_at, state, objects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    offered.id,
+                    offered.cluster,
+                    offered.app,
+                    offered.action,
+                    offered.detail,
+                    offered.offered_at,
+                    offered.expires_at,
+                    offered.state,
+                    objects,
+                ),
+            )
+        return offered
+
+    def retire_approvals(self, cluster: str, app: str, action: str) -> list[ApprovalRecord]:
+        """Mark `superseded` the pending approvals of `action` on `app` of `cluster`
+        (what they were offered for changed or is over); those it marked."""
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE approvals SET state = 'superseded' WHERE state = 'pending' "
+                "AND cluster = ? AND app = ? AND action = ? RETURNING *",
+                (cluster, app, action),
+            ).fetchall()
+        return [_approval(r) for r in rows]
+
+    def approval(self, approval_id: str) -> ApprovalRecord | None:
+        try:
+            rows = self._query("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        except StoreError:
+            return None  # a state written before approvals were recorded
+        return _approval(rows[0]) if rows else None
+
+    def approvals(self, states: Collection[str]) -> list[ApprovalRecord]:
+        """The approvals in any of `states`, oldest offer first."""
+        marks = ", ".join("?" * len(states))
+        try:
+            rows = self._query(
+                f"SELECT * FROM approvals WHERE state IN ({marks}) ORDER BY offered_at, id",
+                tuple(states),
+            )
+        except StoreError:
+            return []
+        return [_approval(r) for r in rows]
+
+    def decide_approval(self, decided: ApprovalRecord, was: str) -> bool:
+        """Move an approval to `decided` (its state, who, when, which event, the request)
+        if it is still in state `was`: False when another decision came first, which
+        is what makes an approval single-use."""
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, "
+                "decided_event = ?, thread = ?, request_id = ? WHERE id = ? AND state = ?",
+                (
+                    decided.state,
+                    decided.decided_by,
+                    decided.decided_at,
+                    decided.decided_event,
+                    decided.thread,
+                    decided.request_id,
+                    decided.id,
+                    was,
+                ),
+            ).rowcount
+        return changed == 1
+
+    def finish_approval(self, approval_id: str, state: str, result: str) -> None:
+        """An approved approval's request is over: `state` done or failed, with its summary."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE approvals SET state = ?, result = ? WHERE id = ? AND state = 'approved'",
+                (state, result, approval_id),
+            )
+
+    def expire_approvals(self, at: str) -> list[ApprovalRecord]:
+        """Mark every pending approval whose time is up at `at` expired; those it marked."""
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE approvals SET state = 'expired' WHERE state = 'pending' "
+                "AND expires_at <= ? RETURNING *",
+                (at,),
+            ).fetchall()
+        return [_approval(r) for r in rows]
+
+    def notify_cursor(self, room_id: str) -> str | None:
+        """Where reading `room_id` stopped (a Matrix sync token), or None before the first read."""
+        try:
+            rows = self._query("SELECT since FROM notify_cursor WHERE room_id = ?", (room_id,))
+        except StoreError:
+            return None
+        return str(rows[0]["since"]) if rows else None
+
+    def set_notify_cursor(self, room_id: str, since: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO notify_cursor VALUES (?, ?)", (room_id, since))
+
+    # -- notifications (reconciler.notify) ---------------------------------------
+
+    def notify_open(self, scope: str) -> dict[str, str]:
+        """What is open (posted as opened, not yet as closed) in `scope`: key -> fingerprint."""
+        rows = self._query("SELECT key, fingerprint FROM notify_open WHERE scope = ?", (scope,))
+        return {r["key"]: r["fingerprint"] for r in rows}
+
+    def enqueue_notices(
+        self,
+        scope: str,
+        opened: Mapping[str, str],
+        closed: Collection[str],
+        notices: Sequence[OutboxNotice],
+        queue_size: int,
+    ) -> int:
+        """In one transaction: record what is now open (key -> fingerprint) and closed in
+        `scope`, and add `notices` as pending; past `queue_size` pending notices, the
+        oldest not yet in a message go: first those a later notice of the same key
+        supersedes, then the least important. How many went.
+
+        A dropped notice that was the last word on its key is taken back from what is
+        open, so the next reconcile tells it again: a dropped "opened" forgets the
+        key, a dropped "closed" leaves it open under a fingerprint nothing matches."""
+        at = now()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO notify_open VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE "
+                "SET fingerprint = excluded.fingerprint",
+                [(key, scope, fingerprint, at) for key, fingerprint in opened.items()],
+            )
+            db.executemany("DELETE FROM notify_open WHERE key = ?", [(k,) for k in closed])
+            db.executemany(
+                "INSERT INTO notify_outbox (created_at, key, priority, notice, approval_id, "
+                "state) VALUES (?, ?, ?, ?, ?, 'pending')",
+                [
+                    (at, n.key, n.priority, json.dumps(n.notice, sort_keys=True), n.approval_id)
+                    for n in notices
+                ],
+            )
+            (pending,) = db.execute(
+                "SELECT count(*) FROM notify_outbox WHERE state = 'pending'"
+            ).fetchone()
+            excess = max(0, pending - queue_size)
+            if excess:
+                dropped = db.execute(
+                    "UPDATE notify_outbox SET state = 'dropped' WHERE id IN (SELECT o.id FROM "
+                    "notify_outbox o WHERE o.state = 'pending' AND o.txn_id IS NULL "
+                    "ORDER BY NOT EXISTS (SELECT 1 FROM notify_outbox n WHERE n.key = o.key "
+                    "AND n.id > o.id AND n.state = 'pending'), o.priority, o.id LIMIT ?) "
+                    f"RETURNING {_DROPPED}",
+                    (excess,),
+                ).fetchall()
+                _forget_dropped(db, dropped, at)
+        return int(excess)
+
+    def pending_notices(self, limit: int) -> list[OutboxNotice]:
+        """The first `limit` notices not yet sent: those already grouped into a message
+        first, then oldest first."""
+        rows = self._query(
+            "SELECT * FROM notify_outbox WHERE state = 'pending' "
+            "ORDER BY txn_id IS NULL, id LIMIT ?",
+            (limit,),
+        )
+        return [_outbox(r) for r in rows]
+
+    def superseded_notice(self, notice: OutboxNotice) -> bool:
+        """Whether a later notice of the same key waits too (this one is out of date)."""
+        rows = self._query(
+            "SELECT 1 FROM notify_outbox WHERE key = ? AND id > ? AND state = 'pending' LIMIT 1",
+            (notice.key, notice.id),
+        )
+        return bool(rows)
+
+    def group_notices(
+        self, ids: Collection[int], txn_id: str, approval_id: str | None = None
+    ) -> None:
+        """Make the pending notices `ids` one message, `txn_id`, before it is first sent
+        (again, when what it carries changed), carrying `approval_id` if given."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE notify_outbox SET txn_id = ?, approval_id = coalesce(?, approval_id) "
+                "WHERE id = ? AND state = 'pending'",
+                [(txn_id, approval_id, i) for i in ids],
+            )
+
+    def expired_offers(self, at: str) -> list[OutboxNotice]:
+        """The last notice sent of each key still open whose approval expired by `at`
+        (unused): what to post again with a fresh one."""
+        try:
+            rows = self._query(
+                "SELECT o.* FROM notify_open p JOIN notify_outbox o ON o.id = "
+                "(SELECT max(id) FROM notify_outbox WHERE key = p.key) "
+                "JOIN approvals a ON a.id = o.approval_id WHERE o.state = 'sent' "
+                "AND (a.state = 'expired' OR (a.state = 'pending' AND a.expires_at <= ?)) "
+                "ORDER BY o.id",
+                (at,),
+            )
+        except StoreError:
+            return []
+        return [_outbox(r) for r in rows]
+
+    def notices_sent(self, txn_id: str, event_id: str) -> None:
+        at = now()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE notify_outbox SET state = 'sent', event_id = ?, sent_at = ? "
+                "WHERE txn_id = ? AND state = 'pending'",
+                (event_id, at, txn_id),
+            )
+
+    def notices_dropped(self, txn_id: str) -> int:
+        """The message `txn_id` will never be delivered (the homeserver refused it for
+        good); what its notices told is taken back as in `enqueue_notices`."""
+        at = now()
+        with self._tx() as db:
+            dropped = db.execute(
+                "UPDATE notify_outbox SET state = 'dropped' WHERE txn_id = ? "
+                f"AND state = 'pending' RETURNING {_DROPPED}",
+                (txn_id,),
+            ).fetchall()
+            _forget_dropped(db, dropped, at)
+        return len(dropped)
+
+    def approval_for_event(self, event_id: str) -> str | None:
+        """The approval the message `event_id` carries, if it carries one."""
+        try:
+            rows = self._query(
+                "SELECT approval_id FROM notify_outbox WHERE event_id = ? "
+                "AND approval_id IS NOT NULL LIMIT 1",
+                (event_id,),
+            )
+        except StoreError:
+            return None  # a state written before notifications were recorded
+        return str(rows[0]["approval_id"]) if rows else None
+
+    def record_notify_health(self, health: NotifyHealth) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO notify_health VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    health.sent_total,
+                    health.dropped_total,
+                    health.failed_total,
+                    health.last_error,
+                    health.last_error_at,
+                    health.last_sent_at,
+                    None if health.reachable is None else int(health.reachable),
+                    now(),
+                ),
+            )
+
+    def notify_health(self) -> NotifyHealth | None:
+        """As last recorded; None when notifications never ran on this state."""
+        try:
+            rows = self._query("SELECT * FROM notify_health")
+        except StoreError:
+            return None
+        if not rows:
+            return None
+        r = rows[0]
+        return NotifyHealth(
+            r["sent_total"],
+            r["dropped_total"],
+            r["failed_total"],
+            r["last_error"],
+            r["last_error_at"],
+            r["last_sent_at"],
+            None if r["reachable"] is None else bool(r["reachable"]),
+        )
+
+    def notify_backlog(self) -> tuple[int, str | None]:
+        """How many notices wait for the room, and since when the oldest does."""
+        try:
+            rows = self._query(
+                "SELECT count(*) AS n, min(created_at) AS oldest FROM notify_outbox "
+                "WHERE state = 'pending'"
+            )
+        except StoreError:
+            return 0, None
+        return int(rows[0]["n"]), rows[0]["oldest"]
+
     # -- events and retention -------------------------------------------------
 
     def record_events(self, cluster: str, events: Iterable[tuple[str, str, str, str]]) -> None:
@@ -688,6 +1097,57 @@ class Store:
                 ("requests", "requested_at"),
             ):
                 db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+            # Notices that were delivered (or given up) go; pending ones wait for the room.
+            db.execute(
+                "DELETE FROM notify_outbox WHERE created_at < ? AND state != 'pending'",
+                (cutoff,),
+            )
+            # Decided approvals go, and any whose expiry is that old (an approved one is
+            # then long past its carry-out deadline: reconciler.notify.approvals).
+            db.execute(
+                "DELETE FROM approvals WHERE offered_at < ? "
+                "AND (state NOT IN ('pending', 'approved') OR expires_at < ?)",
+                (cutoff, cutoff),
+            )
+
+
+def _outbox(r: sqlite3.Row) -> OutboxNotice:
+    return OutboxNotice(
+        r["key"],
+        r["priority"],
+        json.loads(r["notice"]),
+        r["approval_id"],
+        r["id"],
+        r["created_at"],
+        r["txn_id"],
+    )
+
+
+# What a dropped notice is, to take back what it told (_forget_dropped).
+_DROPPED = "id, key, json_extract(notice, '$.state')"
+
+
+def _forget_dropped(db: sqlite3.Connection, dropped: Iterable[Sequence[Any]], at: str) -> None:
+    """Undo, in `notify_open`, what each key's latest `dropped` notice (id, key, state)
+    told (see Store.enqueue_notices), unless a later notice of the key says more."""
+    forgotten: set[str] = set()
+    for notice_id, key, told in sorted((tuple(r) for r in dropped), reverse=True):
+        if key in forgotten:
+            continue
+        forgotten.add(key)
+        later = db.execute(
+            "SELECT 1 FROM notify_outbox WHERE key = ? AND id > ? AND state != 'dropped' LIMIT 1",
+            (key, notice_id),
+        ).fetchone()
+        if later:
+            continue
+        if told == "closed":
+            db.execute(
+                "INSERT INTO notify_open VALUES (?, ?, '', ?) ON CONFLICT(key) DO NOTHING",
+                (key, key.partition("/")[0], at),
+            )
+        else:
+            db.execute("DELETE FROM notify_open WHERE key = ?", (key,))
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection:
@@ -705,6 +1165,11 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(
         f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False, timeout=5
     )
+
+
+def _approval(row: sqlite3.Row) -> ApprovalRecord:
+    fields = dict(row)
+    return ApprovalRecord(**{**fields, "objects": tuple(json.loads(fields["objects"]))})
 
 
 def _clear(db: sqlite3.Connection, table: str, cluster: str, apps: Collection[str] | None) -> None:

@@ -127,7 +127,9 @@ class Health:
     @staticmethod
     def _component(name: str, part: _Part, at: float) -> ComponentRecord:
         state: State
-        if part.thread is not None and not part.thread.is_alive():
+        # A thread not started yet (no ident) is not a dead one.
+        thread = part.thread
+        if thread is not None and thread.ident is not None and not thread.is_alive():
             state, detail = "stuck", "its thread has died"
         elif part.deadline is not None and at > part.deadline:
             doing = f" ({part.doing})" if part.doing else ""
@@ -194,8 +196,11 @@ class Supervisor:
                 self.health.failed(name, exc, restart_in=delay)
                 self.stopping.wait(delay)
             else:
-                self.health.done(name)
-                return
+                break
+        # Ended as it should, by itself or because the daemon is stopping (even before
+        # its first turn, or while it waited to restart): a stopping daemon's parts are
+        # not dead, so the health checks of its last seconds must not say so.
+        self.health.done(name)
 
     def call(self, name: str, work: Callable[[], None], within_s: float) -> None:
         """One run of `work` (a scheduled job): busy for at most `within_s`, and an

@@ -7,8 +7,12 @@ a loopback chart repository and a loopback OCI registry, wires the built helm
 and the venv's kubectl, and runs `reconciler run` on them. It prints how far
 each cluster converged after the first full reconcile, then shows a manual
 change reverted on agentic and only reported on prod, and ends by listing
-what does not converge here, grouped by cause. Everything lives under .demo/;
-the clusters stop when the demo ends (Ctrl-C, or at the end when not on a tty).
+what does not converge here, grouped by cause. A Synapse homeserver on loopback
+(testenv/matrix.py) stands in for the homelab's Matrix room: the daemon posts its
+notices there ([notify.matrix]), and the demo reads them back as the room's
+owner would, among them the one about the edit on prod. Everything lives under
+.demo/; the clusters stop when the demo ends (Ctrl-C, or at the end when not on
+a tty).
 
 The clusters have no kubelet: no Pod runs, so Deployments and StatefulSets
 stay Progressing and hook Jobs never finish. The demo does not play the
@@ -34,10 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testenv.argocd import tracked
 from testenv.charts import HELM, CustomKind, crd, serve_charts
 from testenv.clusters import Cluster, ClusterSet
-from testenv.config import Repo, targets, write_config
+from testenv.config import Repo, Room, open_room, targets, write_config
 from testenv.gitrepos import FIXTURE_URLS, REPO_ROOT, fixture_files, make_upstream_and_clone
+from testenv.matrix import Homeserver
 from testenv.pki import make_ca
 from testenv.registry import Registry
 
@@ -56,6 +62,8 @@ ARGOCD_KINDS = (
 )
 # The shipped config.toml's: agentic's arc-controller CRD bundle is ~3 MiB.
 MAX_FILE_BYTES = 8388608
+# Lines of each room message printed: the first reconcile's notices are long.
+ROOM_LINES = 8
 
 
 def say(text: str) -> None:
@@ -99,9 +107,9 @@ def first_of(config: Path, cluster: str, kind: str) -> dict[str, Any]:
 
 def argocd_syncs_prod(config: Path, prod: Cluster) -> None:
     """Stand in for prod's Argo CD: create the apps' namespaces (CreateNamespace=true),
-    then apply prod's desired state as its admin, twice so that custom resources follow
-    their CRDs (the stand-in charts bring them). Objects whose Secret values are
-    redacted by `render` stay missing."""
+    then apply prod's desired state as its admin with Argo CD's tracking annotation,
+    twice so that custom resources follow their CRDs (the stand-in charts bring them).
+    Objects whose Secret values are redacted by `render` stay missing."""
     rows = json.loads(reconciler(config, "render", "--cluster", "prod", "-o", "json").stdout)
     namespaces = sorted({r["object"]["metadata"].get("namespace") for r in rows} - {None})
     admin = [str(BIN / "kubectl"), "--kubeconfig", str(prod.admin_kubeconfig)]
@@ -112,7 +120,7 @@ def argocd_syncs_prod(config: Path, prod: Cluster) -> None:
     )
     for namespace in namespaces:
         subprocess.run([*admin, "create", "namespace", namespace], capture_output=True, timeout=60)
-    documents = "\n".join(json.dumps(r["object"]) for r in rows)
+    documents = "\n".join(json.dumps(tracked(r["object"], r["app"])) for r in rows)
     for _ in range(2):
         subprocess.run(
             [*admin, "apply", "--server-side", "--field-manager=argocd-controller", "-f", "-"],
@@ -137,13 +145,17 @@ class Homelab:
 
 @contextlib.contextmanager
 def running_homelab(
-    base: Path, clusters: Iterable[Cluster], daemon: Mapping[str, Any], ready_timeout: float = 600
+    base: Path,
+    clusters: Iterable[Cluster],
+    daemon: Mapping[str, Any],
+    ready_timeout: float = 600,
+    notify: Mapping[str, Any] | None = None,
 ) -> Iterator[Homelab]:
     """Charts served (HTTP repository and OCI registry), the fixture repos committed,
-    a config for `clusters` with `daemon` as its [daemon] table and the built tools,
-    prod (when among them) synced by the Argo CD stand-in, and `reconciler run`
-    started and through its first full reconcile; the daemon and the chart servers
-    stop on exit."""
+    a config for `clusters` with `daemon` as its [daemon] table, `notify` (when
+    given) as its [notify.matrix] and the built tools, prod (when among them)
+    synced by the Argo CD stand-in, and `reconciler run` started and through its
+    first full reconcile; the daemon and the chart servers stop on exit."""
     by_name = {c.name: c for c in clusters}
     ca = make_ca(base / "ca", "demo-charts-ca")
     registry = Registry(base / "registry", ca)
@@ -172,6 +184,7 @@ def running_homelab(
                         "max_file_bytes": MAX_FILE_BYTES,
                     },
                     "render.chart_mirrors": charts.mirrors(),
+                    **({"notify.matrix": notify} if notify is not None else {}),
                 },
             )
             if "prod" in by_name:
@@ -290,7 +303,8 @@ def show_revert(config: Path, agentic: Cluster) -> None:
     print(f"  reverted to {replicas} replicas in {time.monotonic() - started:.1f}s")
 
 
-def show_report_only(config: Path, log_path: Path, prod: Cluster) -> None:
+def show_report_only(config: Path, log_path: Path, prod: Cluster) -> str:
+    """Edit a prod ConfigMap by hand; returns how the room's notices name it."""
     cm = first_of(config, "prod", "ConfigMap")
     cm_ns, cm_name = cm["metadata"]["namespace"], cm["metadata"]["name"]
     key = sorted(cm.get("data") or {"edited": ""})[0]
@@ -307,18 +321,42 @@ def show_report_only(config: Path, log_path: Path, prod: Cluster) -> None:
     wait(lambda: _reconciled_since(log_path, "prod", edited_at), 120, "prod's reconcile")
     live_cm = json.loads(kubectl(prod, "-n", cm_ns, "get", "configmap", cm_name, "-o", "json"))
     print(f"  after the daemon's reconcile, prod still has {key}={live_cm['data'][key]!r}")
+    return f"ConfigMap {cm_ns}/{cm_name}"
+
+
+def show_room(room: Room, edited: str) -> None:
+    """Wait for the notice about `edited` (it goes out a batch window after prod's
+    reconcile, later if the first reconcile's notices fill the minute's messages),
+    then print what the room received, as its owner reads it from the homeserver."""
+    say(f"the Matrix room {room.room_id}, read back from the homeserver as {room.owner.user_id}")
+    wait(lambda: any(edited in m for m in room.messages()), 180, f"a message about {edited}")
+    for body in room.messages():
+        lines = body.splitlines()
+        print("\n".join(f"  {line}".rstrip() for line in lines[:ROOM_LINES]))
+        if len(lines) > ROOM_LINES:
+            print(f"  … ({len(lines) - ROOM_LINES} more lines)")
+        print()
 
 
 def main() -> int:
     shutil.rmtree(BASE, ignore_errors=True)
     BASE.mkdir()
-    say("starting three local clusters (etcd, kube-apiserver, kube-controller-manager each)")
+    say(
+        "starting three local clusters (etcd, kube-apiserver, kube-controller-manager each) "
+        "and a Matrix homeserver (Synapse)"
+    )
     clusters = ClusterSet(BASE / "clusters")
-    clusters.start(timeout=180)  # a busy machine starts three control planes slowly
+    matrix = Homeserver(BASE / "matrix" / "synapse", make_ca(BASE / "matrix" / "ca", "demo-ca"))
     try:
+        clusters.start(timeout=180)  # a busy machine starts three control planes slowly
+        # Not started in a thread beside the clusters: the kernel kills it when the
+        # thread that started it ends (PR_SET_PDEATHSIG, testenv/served.py).
+        matrix.start()
+        room = open_room(matrix)
         for c in clusters:
             mode = "report-only" if c.report_only else "apply"
             print(f"  {c.name:8} {c.server}  {c.version()}  {mode}")
+        print(f"  matrix   {matrix.url}  room {room.room_id}: bot {room.bot.user_id}")
         say(
             "serving stand-in charts (loopback Helm repository + OCI registry), making git "
             "repositories of the three homelab repos, standing in for prod's Argo CD, "
@@ -334,11 +372,12 @@ def main() -> int:
             "wave_timeout_s": 10,
             "hook_timeout_s": 10,
         }
-        with running_homelab(BASE, clusters, daemon) as lab:
+        notify = room.table(BASE / "matrix-token")
+        with running_homelab(BASE, clusters, daemon, notify=notify) as lab:
             say("after the first full reconcile")
             print_convergence(convergence(lab.config))
             show_revert(lab.config, clusters["agentic"])
-            show_report_only(lab.config, lab.log, clusters["prod"])
+            edited = show_report_only(lab.config, lab.log, clusters["prod"])
             say("reconciler status")
             print(reconciler(lab.config, "status").stdout)
             state = convergence(lab.config)
@@ -346,12 +385,14 @@ def main() -> int:
             print_convergence(state)
             say("not Synced here, by cause (prod is report-only: Argo CD's stand-in synced it)")
             print_unsupported(state)
+            show_room(room, edited)
             if sys.stdin.isatty():
                 say("the daemon keeps running; press Ctrl-C to stop it and the clusters")
                 with contextlib.suppress(KeyboardInterrupt):
                     signal.pause()
         return 0
     finally:
+        matrix.stop()
         clusters.stop()
 
 

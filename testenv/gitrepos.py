@@ -35,7 +35,14 @@ class Symlink:
     target: str
 
 
-FileContent = bytes | Symlink | None  # None deletes the path
+@dataclass(frozen=True)
+class Executable:
+    """A file entry with the executable bit (git mode 100755)."""
+
+    data: bytes
+
+
+FileContent = bytes | Symlink | Executable | None  # None deletes the path
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -64,6 +71,9 @@ def commit_files(
         elif isinstance(content, Symlink):
             blob = repo.create_blob(content.target.encode())
             index.add(pygit2.IndexEntry(path, blob, FileMode.LINK))
+        elif isinstance(content, Executable):
+            blob = repo.create_blob(content.data)
+            index.add(pygit2.IndexEntry(path, blob, FileMode.BLOB_EXECUTABLE))
         else:
             index.add(pygit2.IndexEntry(path, repo.create_blob(content), FileMode.BLOB))
     tree = index.write_tree(repo)

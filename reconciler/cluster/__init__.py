@@ -29,8 +29,10 @@ from reconciler.cluster.errors import (
     Unreachable,
     WriteRefused,
 )
+from reconciler.cluster.retry import RETRY_PAUSES_S, retrying
 
 __all__ = [
+    "RETRY_PAUSES_S",
     "CacheStats",
     "ClusterClient",
     "ClusterError",
@@ -52,4 +54,5 @@ __all__ = [
     "WatchEvent",
     "WatchStream",
     "WriteRefused",
+    "retrying",
 ]

@@ -42,7 +42,9 @@ LIST_DEADLINE_S = 300.0
 # a watcher that shows nothing is stuck in a call that will not return.
 WATCH_DEADLINE_S = WATCH_TIMEOUT_RANGE[1] + REQUEST_TIMEOUT[1] + 30.0
 
-OnChange = Callable[[ObjectRef, str], None]
+# (ref, event type, the resourceVersion the event carries): the version tells the
+# daemon the echo of its own write (the version its apply answered) from other changes.
+OnChange = Callable[[ObjectRef, str, str], None]
 
 
 class Monitor(Protocol):
@@ -116,7 +118,7 @@ class LiveCache:
 
     Objects are the raw dicts the API returned, managedFields included (the
     diff needs them); they are shared, so callers must not modify them.
-    `on_change(ref, event_type)` is called from watch threads for each change
+    `on_change(ref, event_type, resource_version)` is called from watch threads for each change
     after the initial list (ADDED, MODIFIED, DELETED; a relist reports what
     changed while the watch was down); it must be quick and thread-safe, e.g.
     put the ref on a queue. CRDs are always tracked, to notice kinds appearing,
@@ -266,11 +268,11 @@ class LiveCache:
         for ref, obj in fresh.items():
             before = old.get(ref)
             if before is None:
-                self._notify(ref, "ADDED")
+                self._notify(ref, "ADDED", obj)
             elif _version(before) != _version(obj):
-                self._notify(ref, "MODIFIED")
+                self._notify(ref, "MODIFIED", obj)
         for ref in old.keys() - fresh.keys():
-            self._notify(ref, "DELETED")
+            self._notify(ref, "DELETED", old[ref])
         if gk == CRD:
             self._discovery_changed()
 
@@ -281,19 +283,19 @@ class LiveCache:
                 self._objects[gk].pop(ref, None)
             else:
                 self._objects[gk][ref] = obj
-        self._notify(ref, event_type)
+        self._notify(ref, event_type, obj)
         if gk == CRD:
             self._discovery_changed()
 
     def _mark_unknown(self, gk: GroupKind) -> None:
         with self._lock:
-            gone = list(self._objects[gk])
+            gone = self._objects[gk]
             self._objects[gk] = {}
             state = self._states[gk]
             state.unknown, state.listed, state.error = True, False, None
             self._changed.notify_all()
-        for ref in gone:
-            self._notify(ref, "DELETED")
+        for ref, obj in gone.items():
+            self._notify(ref, "DELETED", obj)
 
     def _mark_watching(self, gk: GroupKind) -> None:
         with self._lock:
@@ -319,11 +321,11 @@ class LiveCache:
             )
             return self._discovery_generation
 
-    def _notify(self, ref: ObjectRef, event_type: str) -> None:
+    def _notify(self, ref: ObjectRef, event_type: str, obj: Mapping[str, Any]) -> None:
         if self._on_change is None:
             return
         try:
-            self._on_change(ref, event_type)
+            self._on_change(ref, event_type, _version(obj))
         except Exception:
             # A failing subscriber must not stop the watch that feeds every other reader.
             logs.get(__name__).exception(

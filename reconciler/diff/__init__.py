@@ -12,7 +12,14 @@ from reconciler.diff.pointer import RuleError
 from reconciler.diff.redact import SECRET_RULE, RedactionRule, redact, redact_text
 from reconciler.diff.render import drift_to_json, render_text
 
+# The version of what the diff stage calls in sync (normalising, comparing, the no-op
+# tests, the fields Argo CD applied), part of every stored in-sync verdict: raise it
+# with any change that can turn a verdict, and an upgraded daemon looks at every
+# object again rather than trust verdicts the old diff gave.
+DIFF_VERSION = "1"
+
 __all__ = [
+    "DIFF_VERSION",
     "SECRET_RULE",
     "IgnoreRule",
     "RedactionRule",

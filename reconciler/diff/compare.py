@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from deepdiff import DeepDiff
-from deepdiff.helper import notpresent
-
 from reconciler.diff import fieldsets
 from reconciler.diff.align import Owners, Slot, align, unslot
 from reconciler.diff.fieldsets import FieldSet
@@ -72,7 +69,7 @@ def diff_object(
         wanted = _prepare(ref, dry_run, rules, ignored, secret_rules)
         ours = None
     else:
-        wanted = _prepare(ref, fold_string_data(plain(desired)), rules, ignored, secret_rules)
+        wanted = _prepare(ref, desired, rules, ignored, secret_rules, fold=True)
         ours = fieldsets.union((owners.get(manager, FieldSet()), applied or FieldSet()))
     known = fieldsets.union(owners.values())
     desired_view, live_view = align(
@@ -97,9 +94,15 @@ def _prepare(
     rules: list[IgnoreRule],
     ignored: FieldSet,
     secret_rules: tuple[RedactionRule, ...],
+    *,
+    fold: bool = False,
 ) -> dict[str, Any]:
-    # Redaction comes first so that no later step ever holds a secret value.
+    """A copy of `obj` to compare (with a Secret's stringData folded into data when
+    `fold`, as the server does to a desired Secret)."""
     view: dict[str, Any] = plain(obj)
+    if fold:
+        fold_string_data(view)
+    # Redaction comes first so that no later step ever holds a secret value.
     redact_in_place(view, secret_rules, GroupKind(ref.group, ref.kind))
     strip_server_fields(view)
     apply_ignore(view, rules, ignored)
@@ -107,27 +110,35 @@ def _prepare(
 
 
 def _changes(desired: Any, live: Any) -> tuple[Change, ...]:
-    if _same(desired, live):
+    if identical(desired, live):
         return ()  # most objects are in sync; DeepDiff costs far more than this check
+    # Imported at the first drift, not at start: deepdiff (and the pydantic it loads)
+    # is a tenth of the daemon's start-up, and an in-sync start never needs it.
+    from deepdiff import DeepDiff
+    from deepdiff.helper import notpresent
+
     report = DeepDiff(live, desired, view="tree", threshold_to_diff_deeper=0)
     found: list[tuple[list[Segment], Change]] = []
     for kind in _REPORTS:
         for level in report.get(kind, ()):
             path = [_segment(s) for s in level.path(output_format="list")]
-            found.append((path, Change(format_pointer(path), _value(level.t2), _value(level.t1))))
+            change = Change(
+                format_pointer(path), _value(level.t2, notpresent), _value(level.t1, notpresent)
+            )
+            found.append((path, change))
     found.sort(key=lambda item: [(isinstance(s, str), s) for s in item[0]])
     return tuple(change for _, change in found)
 
 
-def _same(a: Any, b: Any) -> bool:
+def identical(a: Any, b: Any) -> bool:
     """Equal as DeepDiff sees it: the same types all the way down (1 is neither 1.0 nor
     True). Anything but JSON's own types is left to DeepDiff."""
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(value, b[key]) for key, value in a.items())
+        return a.keys() == b.keys() and all(identical(value, b[key]) for key, value in a.items())
     if isinstance(a, list):
-        return len(a) == len(b) and all(map(_same, a, b))
+        return len(a) == len(b) and all(map(identical, a, b))
     return isinstance(a, str | int | float | bool | None) and a == b
 
 
@@ -137,8 +148,9 @@ def _segment(key: Any) -> Segment:
     return key if isinstance(key, int) else str(key)
 
 
-def _value(value: Any) -> Any:
-    return None if value is notpresent else unslot(value)
+def _value(value: Any, absent: object) -> Any:
+    """A side's value in a Change: None where DeepDiff marks it `absent`."""
+    return None if value is absent else unslot(value)
 
 
 def _api_version(obj: Mapping[str, Any]) -> str:

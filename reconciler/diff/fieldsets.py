@@ -127,7 +127,7 @@ def owned_part(value: Any, node: FieldSet) -> Any:
     """The part of `value` that `node` owns."""
     if not node.children:
         return value
-    if isinstance(value, dict):
+    if type(value) is dict or isinstance(value, Mapping):
         return {
             k: owned_part(v, child)
             for k, v in value.items()

@@ -34,9 +34,14 @@ CONTROLLER_ANNOTATIONS = (
 
 def plain(value: Any) -> Any:
     """A deep, mutable copy of JSON-like data (callers hand in read-only Mappings)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    kind = type(value)
+    # Exact types first: every diff copies whole objects, and a leaf asked whether it
+    # is a Mapping costs an ABC check, several times what the rest of its copy does.
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
+    if kind is list or isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
 

@@ -49,12 +49,19 @@ def argocd_applied(live: Mapping[str, Any], app: str) -> FieldSet | None:
     if not trees:
         return None
     applied = union(trees)
-    for name in TRACKING_ANNOTATIONS:
-        _discard(applied, ("metadata", "annotations", name))
+    for path in tracking_fields(live, app):
+        _discard(applied, path)
+    return applied
+
+
+def tracking_fields(live: Mapping[str, Any], app: str) -> list[tuple[str, str, str]]:
+    """The paths of the fields Argo CD may have added to `live` to find it as `app`'s:
+    never git's, so never what git removed (nor what git sets: reconciler.diff.noop)."""
+    paths = [("metadata", "annotations", name) for name in TRACKING_ANNOTATIONS]
     labels = (live.get("metadata") or {}).get("labels") or {}
     if labels.get(TRACKING_LABEL) == app:
-        _discard(applied, ("metadata", "labels", TRACKING_LABEL))
-    return applied
+        paths.append(("metadata", "labels", TRACKING_LABEL))
+    return paths
 
 
 def _last_applied(live: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from reconciler.render.cache import store_whole
 from reconciler.render.sandbox import Grant
 from reconciler.render.semver import ConstraintError, highest, is_constraint
 from reconciler.render.tools import Tools, run_tool
+from reconciler.secretfile import SecretFileError, read_secret
 from reconciler.urls import normalise_url, redact_url
 
 log = logging.getLogger(__name__)
@@ -142,20 +143,10 @@ def credential_for(url: str, tools: Tools) -> ChartCredential | None:
 def read_password(credential: ChartCredential) -> str:
     """The password of `credential`, from a file only its owner may read (as ssh asks
     of private keys)."""
-    file = credential.password_file
     try:
-        mode = file.stat().st_mode
-        if mode & 0o077:
-            raise RenderError(
-                f"[render] chart_credentials password_file {file} is readable by others "
-                f"(mode {mode & 0o777:o}); make it readable by its owner only (chmod 600)"
-            )
-        return file.read_text(encoding="utf-8").strip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise RenderError(
-            f"[render] chart_credentials password_file {file} cannot be read ({reason})"
-        ) from None
+        return read_secret(credential.password_file).strip("\r\n")
+    except SecretFileError as exc:
+        raise RenderError(f"[render] chart_credentials password_file {exc}") from None
 
 
 def pull_grant(pull_url: str, into: Path, tools: Tools) -> Grant:

@@ -122,6 +122,13 @@ def protections() -> Protections:
         return _found[0]
 
 
+def confines_files() -> bool:
+    """Whether tools run under Landlock's filesystem rules: read access only to the
+    checkouts they are granted. Without them a tool can write whatever the daemon's
+    user can, a checkout included."""
+    return protections().landlock_abi >= 1
+
+
 def _say(found: Protections) -> None:
     active, missing = found.report()
     # An error when files or the network stay reachable; under the systemd unit only

@@ -5,6 +5,12 @@ bare cache repository under state_dir whose object database borrows the
 clone's objects (git "alternates"), so the cache can read both what was
 fetched and what the operator committed or pulled locally. The working tree
 is never read: files come from the commit's tree.
+
+Tools that need files on disk get a checkout of the commit. A commit usually
+changes a file or two, so a new commit's checkout is made from the last one
+this process wrote of the repository: what the commits share is hard-linked,
+only what the tree diff changed is written. Only while tools cannot write checkouts
+(see Checkouts): a file linked is every checkout's file.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,9 +48,38 @@ _OID = re.compile(r"\b[0-9a-f]{40}\b")
 _MAX_FINGERPRINT_LINKS = 1000
 _MAX_LINKS_CACHED = 100_000  # tree id -> the links under it; cleared when full
 _LINKS: dict[pygit2.Oid, tuple[str, ...]] = {}
+# The last checkout this process wrote of each repository (its directory of checkouts ->
+# the tree written, and where), from which the next commit's is made.
+_BASES: dict[Path, tuple[pygit2.Oid, Path]] = {}
+_MAX_BASES = 1000
+_BASES_LOCK = threading.Lock()
+# Checkout files are read-only: one file may be hard-linked into the checkouts of many
+# commits, and a write into one (the render sandbox grants tools read access only, where
+# the kernel has Landlock) must fail rather than change what the others hold.
+_FILE_MODE = 0o400
+_EXECUTABLE_MODE = 0o500
 # libgit2 otherwise waits for the OS TCP timeout when a remote is unreachable.
 pygit2.settings.server_connect_timeout = 10_000
 pygit2.settings.server_timeout = 60_000
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Checkouts:
+    """Where a repository's commits are checked out, and whether a new checkout may
+    hard-link the files it shares with the last one written (asked once per checkout).
+
+    The caller tells, sources do not know the render stage: only while the render
+    sandbox holds tools to read access on checkouts (Landlock's filesystem rules).
+    Without them a tool runs as the daemon's user and can chmod a checkout file,
+    rewrite it and restore its mode; linked, that content would be in every later
+    checkout. The mode and size a link is checked against catch only a careless write."""
+
+    root: Path
+    linked: Callable[[], bool] = _never
 
 
 class GitTree:
@@ -57,7 +93,7 @@ class GitTree:
         repo_name: str,
         repository: pygit2.Repository,
         commit: pygit2.Commit,
-        checkouts: Path,
+        checkouts: Checkouts,
         lock: threading.RLock | None = None,
     ) -> None:
         self._repo_name = repo_name
@@ -253,7 +289,8 @@ class GitTree:
 
     def materialise(self) -> Path:
         """Write the commit's files once into state_dir; commits are immutable, so the
-        directory is reused by every later render of the same commit.
+        directory is reused by every later render of the same commit. It is written
+        beside, then renamed into place: a render never sees half a checkout.
 
         Objects the repository lacks are left out, so the apps that do not need them
         still render (those that do fail reading them first: size, read, files). Such
@@ -261,7 +298,7 @@ class GitTree:
         objects may arrive with the next fetch."""
         # `.2`: checkouts written before links were resolved as the kernel resolves them
         # may hold escaping links, so they are never reused.
-        dest = self._checkouts / self._repo_name / f"{self._commit}.2"
+        dest = self._checkouts.root / self._repo_name / f"{self._commit}.2"
         with self._lock:
             if self._incomplete is not None:
                 return self._incomplete
@@ -273,7 +310,8 @@ class GitTree:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
             try:
-                if not self._write(self._root, tmp, ""):
+                base = self._base(dest.parent) if self._checkouts.linked() else None
+                if not self._write(self._root, str(tmp), "", base):
                     self._incomplete = tmp
                     weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
                     return tmp
@@ -282,23 +320,52 @@ class GitTree:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not dest.is_dir():  # otherwise another process wrote it first
                     raise
+                return dest
+            with _BASES_LOCK:
+                if len(_BASES) >= _MAX_BASES and dest.parent not in _BASES:
+                    _BASES.clear()  # a process that used many state directories (tests)
+                _BASES[dest.parent] = (self._root.id, dest)
         return dest
 
-    def _write(self, tree: pygit2.Tree, root: Path, base: str) -> bool:
-        """Whether every object under `tree` could be written."""
+    def _base(self, checkouts: Path) -> tuple[str, pygit2.Object] | None:
+        """The last checkout this process wrote into `checkouts` and its tree, while it
+        is still there: what the next checkout is made from."""
+        with _BASES_LOCK:
+            found = _BASES.get(checkouts)
+        if found is None or not found[1].is_dir():
+            return None
+        try:
+            tree = self._repository[found[0]]
+        except (pygit2.GitError, KeyError, ValueError):
+            return None
+        return (str(found[1]), tree) if isinstance(tree, pygit2.Tree) else None
+
+    def _write(
+        self, tree: pygit2.Tree, root: str, rel: str, base: tuple[str, pygit2.Object] | None
+    ) -> bool:
+        """Whether every object under `tree` could be written to `root`/`rel`. `base` is
+        a checkout this process wrote and what its tree holds at `rel`: the files it has
+        unchanged are hard-linked from it rather than written."""
         complete = True
         for entry in tree:
             name = entry.name or ""
-            rel = f"{base}/{name}" if base else name
+            if name in ("", ".", "..") or "/" in name or name.lower() == ".git":
+                continue  # a crafted tree: never a path outside, never a repository
+            child = f"{rel}/{name}" if rel else name
             try:
-                complete &= self._write_entry(entry, root, rel)
+                before = _entry(base[1], name) if base is not None else None
+                was = (base[0], before) if base is not None and before is not None else None
+                complete &= self._write_entry(entry, root, child, was)
             except (pygit2.GitError, KeyError):
                 complete = False
         return complete
 
-    def _write_entry(self, entry: pygit2.Object, root: Path, rel: str) -> bool:
-        target = root / rel
-        if entry.filemode == FileMode.LINK:
+    def _write_entry(
+        self, entry: pygit2.Object, root: str, rel: str, base: tuple[str, pygit2.Object] | None
+    ) -> bool:
+        target = f"{root}/{rel}"
+        mode = entry.filemode
+        if mode == FileMode.LINK:
             assert isinstance(entry, pygit2.Blob)
             try:
                 inside = self._resolve(rel) is not None
@@ -306,15 +373,22 @@ class GitTree:
                 inside = False  # apps that read it get the TreeError instead
             # Only links whose whole chain ends inside the repository are written, so
             # the kernel, following them for helm or kustomize, lands where _resolve did.
+            # Each is decided again at every commit: its target may have changed.
             if inside:
                 os.symlink(entry.data.decode("utf-8", "replace"), target)
         elif isinstance(entry, pygit2.Tree):
-            target.mkdir()
-            return self._write(entry, root, rel)
+            os.mkdir(target, 0o700)
+            return self._write(entry, root, rel, base)
         elif isinstance(entry, pygit2.Blob):
-            target.write_bytes(entry.data)
-            if entry.filemode == FileMode.BLOB_EXECUTABLE:
-                target.chmod(0o755)
+            on_disk = _EXECUTABLE_MODE if mode == FileMode.BLOB_EXECUTABLE else _FILE_MODE
+            unchanged = (
+                base is not None
+                and base[1].id == entry.id
+                and base[1].filemode == mode
+                and _link(f"{base[0]}/{rel}", target, on_disk, entry.size)
+            )
+            if not unchanged:
+                _write_file(target, entry.data, on_disk)
         return True
 
 
@@ -359,13 +433,17 @@ CHECKOUT_IDLE_S = 3600.0
 class GitSource:
     """One configured repository: its clone (read-only) and its cache in state_dir."""
 
-    def __init__(self, config: RepoConfig, state_dir: Path) -> None:
+    def __init__(
+        self, config: RepoConfig, state_dir: Path, link_checkouts: Callable[[], bool] = _never
+    ) -> None:
+        """`link_checkouts`: whether tools are held to read access on checkouts now
+        (see Checkouts); without it every checkout is written whole."""
         self.name = config.name
         self.ref = config.ref
         self._config = config
         self._cache_path = state_dir / "git" / f"{config.name}.git"
         self._stamp = state_dir / "git" / f"{config.name}.last-fetch"
-        self._checkouts = state_dir / "checkouts"
+        self._checkouts = Checkouts(state_dir / "checkouts", link_checkouts)
 
     def _open_clone(self) -> pygit2.Repository:
         path = self._config.path
@@ -436,7 +514,7 @@ class GitSource:
         commit rendered, and a daemon renders many commits a day. The age spares a
         checkout another process (a `diff` beside the daemon) may be reading."""
         try:
-            entries = list((self._checkouts / self.name).iterdir())
+            entries = list((self._checkouts.root / self.name).iterdir())
         except OSError:
             return 0
         horizon = time.time() - idle_s
@@ -525,7 +603,7 @@ class GitRevisions:
         tracked_ref: str,
         repositories: tuple[pygit2.Repository, pygit2.Repository],  # clone, cache
         tracked: GitTree,
-        checkouts: Path,
+        checkouts: Checkouts,
     ) -> None:
         self._repo_name = repo_name
         self._clone, self._cache = repositories
@@ -581,6 +659,41 @@ class GitRevisions:
             f"revision {_shown(revision)} does not exist in repo {self._repo_name} "
             "(no branch, tag or commit of that name)"
         )
+
+
+def _entry(tree: pygit2.Object, name: str) -> pygit2.Object | None:
+    """What directory `tree` holds as `name`; None when it holds nothing of that name or
+    is no directory (a file replaced by a directory)."""
+    if not isinstance(tree, pygit2.Tree):
+        return None
+    try:
+        return tree[name]
+    except KeyError:
+        return None
+
+
+def _link(source: str, target: str, mode: int, size: int) -> bool:
+    """Hard-link `source`, a file of an earlier checkout, as `target`, if it is still the
+    read-only regular file of the blob's size written there."""
+    try:
+        found = os.lstat(source)
+        if (
+            not stat.S_ISREG(found.st_mode)
+            or stat.S_IMODE(found.st_mode) != mode
+            or found.st_size != size
+        ):
+            return False
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        return False  # gone (pruned meanwhile): written instead
+    return True
+
+
+def _write_file(target: str, data: bytes, mode: int) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with open(fd, "wb") as out:
+        os.fchmod(fd, mode)  # exactly, whatever the umask: _link compares it
+        out.write(data)
 
 
 def _links_under(tree: pygit2.Tree) -> tuple[str, ...]:

@@ -10,10 +10,13 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.catalogue import Catalogue
 from reconciler.config import RepoConfig
+from reconciler.desired import Desired, prune_checkouts
 from reconciler.errors import SourceError, TreeError
 from reconciler.sources.git import GitSource
 from testenv.gitrepos import Symlink, commit_files, make_upstream_and_clone, pull
+from tests.builders import agentic_config
 
 APP_FILE = "deploy/cm.yaml"
 ORIGINAL = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n"
@@ -191,3 +194,27 @@ def test_a_checkout_read_again_is_spared_as_recently_used(
     os.utime(written, (long_ago, long_ago))
     assert source.snapshot().materialise() == written  # a reader takes it up again
     assert source.prune_checkouts(set(), idle_s=3600) == 0 and written.is_dir()
+
+
+def test_checkouts_are_pruned_only_when_a_rendered_commit_moved(
+    repos: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, clone = repos
+    repo = {"name": "demo", "path": str(clone), "ref": "refs/heads/main"}
+    config = agentic_config(tmp_path, [repo], "https://10.20.0.40:6443")
+    source = GitSource(config.repos[0], config.state_dir)
+    old = source.snapshot()
+    old_dir = old.materialise()
+    commit_files(pygit2.Repository(str(clone)), "refs/heads/main", {APP_FILE: CHANGED}, "edit")
+    new = source.snapshot()
+    new.materialise()
+    long_ago = old_dir.stat().st_mtime - 7200
+    os.utime(old_dir, (long_ago, long_ago))
+
+    def rendered(commit: str) -> Desired:
+        return Desired({}, (), Catalogue((), ()), {"demo": commit})
+
+    assert prune_checkouts(config, rendered(new.commit), rendered(new.commit)) == 0
+    assert old_dir.is_dir(), "no commit moved: the checkouts are not even listed"
+    assert prune_checkouts(config, rendered(new.commit), rendered(old.commit)) == 1
+    assert not old_dir.exists()

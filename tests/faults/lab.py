@@ -71,6 +71,8 @@ class FaultLab:
     namespaces: dict[str, str]  # cluster -> namespace of web-<cluster>
     side_namespace: str
     render: dict[str, Any] = field(default_factory=dict)
+    # More tables of the config, by name ("notify.matrix"), written as given.
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     daemons: list[Daemon] = field(default_factory=list)
     # cluster -> the kubeconfig the daemon uses instead of the cluster's own (a proxy's)
     kubeconfigs: dict[str, Path] = field(default_factory=dict)
@@ -104,7 +106,7 @@ class FaultLab:
                 replace(t, kubeconfig=self.kubeconfigs.get(t.name, t.kubeconfig))
                 for t in configs.targets(self.clusters, SERVERS)
             ],
-            {"daemon": daemon, **({"render": self.render} if self.render else {})},
+            {"daemon": daemon, **({"render": self.render} if self.render else {}), **self.tables},
         )
 
     def commit(self, files: dict[str, bytes | None], message: str, repo: str = "lab") -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.model import TRACKING_LABEL
+from reconciler.store import Store
+from testenv.argocd import tracked
 from testenv.clusters import RECONCILER_USER, Cluster
 from testenv.config import Repo, targets, write_config
 from tests.builders import config_map, yaml_file
@@ -104,18 +106,68 @@ def bulk_app(lab: Lab, tmp_path: Path, synced: bool = False) -> Iterator[str]:
             lab.clusters["agentic"].request("DELETE", f"/api/v1/namespaces/{ns}")
 
 
-def cold_diff(lab: Lab, tmp_path: Path, concurrency: int) -> tuple[int, str, str]:
-    """`reconciler diff` of the bulk app from an empty state directory, sending at most
-    `concurrency` dry-runs at once; its exit code, stdout and stderr."""
-    state = tmp_path / f"state-{concurrency}-{unique('cold')}"
+def cold_diff(
+    lab: Lab, tmp_path: Path, concurrency: int, state: Path | None = None, app: str = "bulk"
+) -> tuple[int, str, str]:
+    """`reconciler diff` of the bulk app (or `app`) from an empty state directory (or
+    `state`), sending at most `concurrency` dry-runs at once; its exit code, stdout
+    and stderr."""
+    state = state or tmp_path / f"state-{concurrency}-{unique('cold')}"
     config = write_config(
         state.with_suffix(".toml"),
         [Repo("lab", lab.clone, "https://git.test/lab.git")],
         targets(lab.clusters, SERVERS),
         {"daemon": {"state_dir": state, "metrics_address": "", "dry_run_concurrency": concurrency}},
     )
-    done = reconciler_cli(config, "diff", "--cluster", "agentic", "--app", "bulk", "-o", "json")
+    done = reconciler_cli(config, "diff", "--app", app, "-o", "json")
     return done.returncode, done.stdout, done.stderr
+
+
+def remembered(state: Path, cluster: str, namespace: str) -> set[str]:
+    """The objects of `namespace` the state holds an in-sync verdict for."""
+    store = Store(state / "state.db", readonly=True)
+    try:
+        return {ref.name for ref in store.in_sync(cluster) if ref.namespace == namespace}
+    finally:
+        store.close()
+
+
+def test_objects_found_in_sync_without_a_dry_run_are_remembered_for_the_next_start(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The local no-op test (apply-mode) and the diff of what Argo CD applied
+    server-side (report-mode) leave in-sync verdicts, as a dry-run does: a restart
+    does not look at those objects again. Drift is never remembered as in sync."""
+    agentic, prod = lab.clusters["agentic"], lab.clusters["prod"]
+    state = tmp_path / f"state-{unique('kept')}"
+    with bulk_app(lab, tmp_path, synced=True) as ns:
+        kubectl(agentic, "-n", ns, "patch", "configmap", "cm-0017", "-p", '{"data":{"index":"x"}}')
+        offset = agentic.audit_log.stat().st_size
+        code, out, err = cold_diff(lab, tmp_path, 4, state)
+        assert len(dry_runs(agentic, ns, offset)) == 1, "only the edited object is asked"
+        assert code == 1 and [row["ref"]["name"] for row in json.loads(out)] == ["cm-0017"], err
+        expected = {f"cm-{i:04d}" for i in range(OBJECTS)} - {"cm-0017"}
+        assert remembered(state, "agentic", ns) == expected
+
+    ns = unique("argo")
+    objects = [config_map(f"cm-{i:03d}", {"index": str(i)}, ns) for i in range(20)]
+    lab.commit(
+        {
+            "apps/argo.yaml": yaml_file(application("argo", "prod", "deploy/argo", ns)),
+            "deploy/argo/objects.yaml": yaml_file(*objects),
+        },
+        "an app Argo CD syncs on prod",
+    )
+    manifest = tmp_path / f"{ns}.yaml"
+    manifest.write_bytes(yaml_file(*(tracked(o, "argo") for o in objects)))  # as Argo CD does
+    kubectl(prod, "create", "namespace", ns)
+    kubectl(
+        prod, "apply", "--server-side", "--field-manager=argocd-controller", "-f", str(manifest)
+    )
+    kubectl(prod, "-n", ns, "patch", "configmap", "cm-007", "-p", '{"data":{"index":"x"}}')
+    code, out, err = cold_diff(lab, tmp_path, 4, state, app="argo")
+    assert code == 1 and [row["ref"]["name"] for row in json.loads(out)] == ["cm-007"], err
+    assert remembered(state, "prod", ns) == {f"cm-{i:03d}" for i in range(20)} - {"cm-007"}
 
 
 def test_a_cold_diff_sends_dry_runs_side_by_side_and_reports_as_one_at_a_time(

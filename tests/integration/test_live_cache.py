@@ -42,7 +42,7 @@ def start_cache(
     cluster = clusters[name]
     mode: Mode = "report" if cluster.report_only else "apply"
     client = ClusterClient(name, cluster.reconciler_kubeconfig, mode=mode)
-    on_change = None if events is None else lambda ref, kind: events.put(f"{kind} {ref}")
+    on_change = None if events is None else lambda ref, kind, _version: events.put(f"{kind} {ref}")
     cache = LiveCache(client, on_change=on_change, max_backoff=1.0)
     caches.append(cache)
     cache.track([CONFIG_MAP])

@@ -333,3 +333,39 @@ def test_the_daemon_logs_each_step_in_order_with_its_wait(make_lab: Any, tmp_pat
     # Before its PreSync hook the app waits only for the namespace it has just created
     # (CreateNamespace=true) to show in the live view: a moment, never the Job's 2 s.
     assert logged[0]["waited_s"] < 1.0, logged[0]
+
+
+def test_an_apply_the_cluster_refuses_stops_the_later_waves_and_runs_the_syncfail_hook(
+    make_lab: Any,
+) -> None:
+    bad_port = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "bad-port"},
+        "spec": {"ports": [{"port": 99999}], "selector": {"app": "x"}},
+    }
+    lab = make_lab(
+        [
+            hook_job("notify", "SyncFail"),
+            annotated(config_map("first", {"a": "1"}), wave="0"),
+            annotated(bad_port, wave="0"),
+            annotated(config_map("later", {"a": "1"}), wave="1"),
+        ]
+    )
+    agentic, ns = lab.clusters["agentic"], lab.namespaces["agentic"]
+
+    with Kubelet(agentic, ns).running():
+        code, out, _ = finished(sync(lab))
+
+    assert code == 1, out
+    assert f"Service {ns}/bad-port: failed" in out, out
+    stopped = f"ConfigMap {ns}/later: skipped (waiting: wave 1 not applied: Service {ns}/bad-port"
+    assert stopped in out, out
+    # The rest of the failed wave is sent, as Argo CD sends a whole wave.
+    assert live(agentic, f"/api/v1/namespaces/{ns}/configmaps/first")
+    with pytest.raises(urllib.error.HTTPError):
+        live(agentic, f"/api/v1/namespaces/{ns}/configmaps/later")
+    assert live(agentic, f"/apis/batch/v1/namespaces/{ns}/jobs/notify")
+    assert [(f["kind"], f["object"]) for f in status_findings(lab)] == [
+        ("wave", f"Service {ns}/bad-port")
+    ]

@@ -39,6 +39,7 @@ from tests.builders import config_map, yaml_file
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = "tests/unit/test_config_keys.py"
 
+_NOTIFY = "tests/notify/test_notify_daemon.py"
 # Keys whose behaviour other tests show, end to end (node ids, checked to exist).
 PROOFS: dict[str, list[str]] = {
     "logs.ship_url": [
@@ -146,13 +147,50 @@ PROOFS: dict[str, list[str]] = {
     "apps[].namespace": [
         "tests/desired/test_catalogue.py::test_config_declared_apps_join_the_catalogue"
     ],
+    "notify.matrix.homeserver": [
+        f"{_NOTIFY}::test_check_connect_verifies_the_token_and_that_the_bot_joined_the_room",
+        "tests/notify/test_config_matrix.py::test_a_bad_setting_is_refused_naming_its_key",
+    ],
+    "notify.matrix.room_id": [
+        f"{_NOTIFY}::test_check_connect_verifies_the_token_and_that_the_bot_joined_the_room"
+    ],
+    "notify.matrix.token_file": [
+        f"{_NOTIFY}::test_check_connect_verifies_the_token_and_that_the_bot_joined_the_room",
+        "tests/notify/test_config_matrix.py::"
+        "test_check_refuses_a_token_file_others_can_read_and_a_ca_file_without_a_certificate",
+    ],
+    "notify.matrix.ca_file": [
+        f"{_NOTIFY}::test_a_prod_drift_is_one_redacted_message_not_repeated_and_its_end_is_one_more",
+        "tests/notify/test_config_matrix.py::"
+        "test_check_refuses_a_token_file_others_can_read_and_a_ca_file_without_a_certificate",
+    ],
+    "notify.matrix.approvers": [
+        "tests/notify/test_approvals_e2e.py::"
+        "test_only_an_allowed_timely_first_approval_prunes_and_the_thread_hears_each_answer"
+    ],
+    "notify.matrix.approval_ttl_s": [
+        "tests/notify/test_approvals_e2e.py::"
+        "test_only_an_allowed_timely_first_approval_prunes_and_the_thread_hears_each_answer"
+    ],
+    "notify.matrix.batch_s": [
+        "tests/notify/test_notifier.py::"
+        "test_notices_are_batched_and_the_same_condition_is_never_posted_twice"
+    ],
+    "notify.matrix.max_per_minute": [
+        "tests/notify/test_notifier.py::"
+        "test_the_rate_limit_holds_messages_back_and_later_notices_join_them"
+    ],
+    "notify.matrix.queue_size": [
+        "tests/notify/test_notifier.py::"
+        "test_a_room_that_cannot_be_reached_keeps_at_most_queue_size_notices"
+    ],
 }
 
 
 def documented_keys() -> list[str]:
     """The first column of the README's config key table."""
     text = (REPO_ROOT / "README.md").read_text()
-    return re.findall(r"^\| `([a-z_\[\]]+\.[a-z_]+)` \|", text, re.MULTILINE)
+    return re.findall(r"^\| `([a-z_\[\]]+(?:\.[a-z_]+)+)` \|", text, re.MULTILINE)
 
 
 def _tests_here() -> dict[str, list[str]]:
@@ -193,11 +231,12 @@ def test_every_documented_key_has_a_test() -> None:
 
 
 def test_every_key_the_config_reads_is_documented() -> None:
-    from reconciler.config import DaemonConfig, LogsConfig, RenderConfig
+    from reconciler.config import DaemonConfig, LogsConfig, MatrixConfig, RenderConfig
 
     read = {f"daemon.{k}" for k in ("state_dir", *DaemonConfig.__dataclass_fields__)}
     read |= {f"logs.{k}" for k in LogsConfig.__dataclass_fields__}
     read |= {f"render.{k}" for k in RenderConfig.__dataclass_fields__}
+    read |= {f"notify.matrix.{k}" for k in MatrixConfig.__dataclass_fields__}
     assert read <= set(documented_keys())
 
 
@@ -345,7 +384,7 @@ def test_a_follow_up_reconcile_waits_the_configured_gap_and_the_first_none(
         starts: list[float] = []
         followed = threading.Event()
 
-        def reconcile(_reasons: set[str], _asked: object) -> None:
+        def reconcile(_reasons: set[str], _asked: object, _only: object) -> None:
             starts.append(time.monotonic())
             if len(starts) == 1:
                 worker.trigger("during the first")

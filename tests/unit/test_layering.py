@@ -60,6 +60,7 @@ VIOLATIONS = {
     "conductors": ("reconciler.engine", "reconciler.daemon"),
     "edges": ("reconciler.store", "reconciler.cluster"),
     "kubernetes-home": ("reconciler.offender", "kubernetes"),
+    "matrix-home": ("reconciler.notify.offender", "http"),
     "pygit2-home": ("reconciler.offender", "pygit2"),
     "structlog-home": ("reconciler.offender", "structlog"),
     "subprocess-home": ("reconciler.offender", "subprocess"),

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from reconciler import requests
-from reconciler.model import Change, Drift, DriftType, ObjectRef, Result
+from reconciler.model import Change, Drift, DriftType, ObjectRef, Result, SyncRequest
+from reconciler.plan import PRUNE_HELD, UNAPPROVED, ActionKind
 from reconciler.report import ObjectError, Outcome, Report
+from tests.unit.test_plan import by_ref, pvc, ref, run
+from tests.unit.test_pruneguard import configmaps, pruned
 
 
 def test_a_request_is_dropped_atomically_private_and_read_back(tmp_path: Path) -> None:
@@ -102,3 +105,72 @@ def test_sync_output_is_the_lines_and_exit_code_of_one_app() -> None:
     assert requests.sync_output(done, None).out[-1].startswith("agentic: failed")
     broken = report(errors=(ObjectError("web", None, "app web: render failed"),))
     assert requests.sync_output(broken, "web").exit_code == requests.EXIT_STOPPED
+
+
+def test_a_prune_bound_to_objects_confirms_only_those_and_holds_the_rest() -> None:
+    # An approval offered for 3 held objects, carried out after the prune grew to 10.
+    owned = configmaps(11)
+    shown = frozenset(ref(o) for o in owned[1:4])
+    bound = {"incident-db": SyncRequest(prune=True, objects=shown)}
+
+    p = run(owned[:1], live=owned, inventory=owned, requested=bound)
+    whole = run(
+        owned[:1], live=owned, inventory=owned, requested={"incident-db": SyncRequest(True)}
+    )
+
+    assert pruned(p) == ["cm-01", "cm-02", "cm-03"]
+    held = by_ref(p)[ref(owned[5])]
+    assert held.kind is ActionKind.NONE and held.reason == PRUNE_HELD + UNAPPROVED
+    (finding,) = p.findings
+    assert "7 objects not pruned: not among the objects the approval showed" in finding.message
+    assert len(pruned(whole)) == 10, "the command's `sync --prune` still confirms them all"
+
+
+def test_an_object_bound_prune_still_keeps_what_protections_keep() -> None:
+    owned = [*configmaps(3), pvc()]
+    every = frozenset(ref(o) for o in owned)
+    p = run(
+        owned[:1],
+        live=owned,
+        inventory=owned,
+        requested={"incident-db": SyncRequest(True, every)},
+    )
+    assert pruned(p) == ["cm-01", "cm-02"]
+    assert by_ref(p)[ref(pvc())].reason.startswith("protected: ")
+
+
+def _asked(app: str, prune: bool, *names: str) -> requests.Request:
+    objects = frozenset(ObjectRef("", "ConfigMap", "ns", n) for n in names) if names else None
+    return requests.Request(f"{app}{names}", app, prune, "t", "u", None, objects)
+
+
+def test_requests_of_one_app_merge_into_one_sync_pruning_what_any_confirms() -> None:
+    a, b = ObjectRef("", "ConfigMap", "ns", "a"), ObjectRef("", "ConfigMap", "ns", "b")
+    wanted = requests.wanted(
+        [
+            _asked("web", True, "a"),
+            _asked("web", True, "b"),
+            _asked("web", False),
+            _asked("db", False),
+            _asked("api", True, "a"),
+            _asked("api", True),
+        ]
+    )
+    assert wanted == {
+        "web": SyncRequest(True, frozenset({a, b})),
+        "db": SyncRequest(False, None),
+        "api": SyncRequest(True, None),
+    }
+
+
+@pytest.mark.parametrize(
+    "ref_",
+    [
+        ObjectRef("", "ConfigMap", "ai", "init-sql"),
+        ObjectRef("", "Namespace", "", "ai"),
+        ObjectRef("rbac.authorization.k8s.io", "ClusterRole", "", "system:view"),
+        ObjectRef("apps", "Deployment", "ai", "web"),
+    ],
+)
+def test_an_object_ref_is_read_back_from_its_text(ref_: ObjectRef) -> None:
+    assert ObjectRef.parse(str(ref_)) == ref_

@@ -126,3 +126,16 @@ def test_an_app_is_remembered_while_it_holds_objects_and_forgotten_after(tmp_pat
     assert store.app_traces("agentic") == {"web": web}
     store.remember_apps("agentic", [])
     assert store.app_traces("agentic") == {}
+
+
+def test_a_whole_cluster_sync_record_forgets_apps_that_left_the_cluster(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    store.record_synced("agentic", {"web": "d1", "gone": "d2"})
+    store.record_synced("monit", {"gone": "d3"})
+
+    store.record_synced("agentic", {"web": "d4"})  # one app's reconcile forgets nothing
+    assert store.synced_digests("agentic") == {"web": "d4", "gone": "d2"}
+
+    store.record_synced("agentic", {}, apps={"web"})
+    assert store.synced_digests("agentic") == {"web": "d4"}
+    assert store.synced_digests("monit") == {"gone": "d3"}

@@ -102,6 +102,43 @@ def test_a_unit_that_ends_by_itself_is_no_longer_followed() -> None:
     assert "git-watch" not in _states(health)
 
 
+def test_a_part_started_as_the_daemon_stops_is_not_reported_dead() -> None:
+    # SIGTERM just after daemon.ready: the git watcher and the request server are
+    # started with `stopping` already set, and end before their first turn.
+    health = Health()
+    stopping = threading.Event()
+    stopping.set()
+    ran: list[str] = []
+    thread = Supervisor(health, stopping).thread("git-watch", lambda: ran.append("ran"))
+    thread.join(5)
+    assert not thread.is_alive() and ran == []
+    assert "git-watch" not in _states(health), "a stopping daemon's part is not stuck"
+
+
+def test_a_part_waiting_to_restart_when_the_daemon_stops_is_not_reported_dead() -> None:
+    health = Health()
+    stopping = threading.Event()
+    failed = threading.Event()
+
+    def unit() -> None:
+        failed.set()
+        raise KeyError("type")
+
+    thread = Supervisor(health, stopping, backoff=(30.0, 60.0)).thread("requests", unit)
+    assert failed.wait(5)
+    wait_for(lambda: _states(health)["requests"].state == "restarting", 5, "the backoff")
+    stopping.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert "requests" not in _states(health)
+
+
+def test_a_part_whose_thread_has_not_started_yet_is_not_stuck() -> None:
+    health = Health()
+    health.register("requests", threading.Thread(target=lambda: None))
+    assert _states(health)["requests"].state == "ok"
+
+
 def test_a_job_that_raises_is_reported_and_left_idle_for_its_next_turn() -> None:
     health = Health()
     supervisor = Supervisor(health, threading.Event())

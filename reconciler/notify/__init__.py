@@ -1,0 +1,1 @@
+"""Notifications to, and approvals from, the homelab's Matrix room (issue 15)."""
