@@ -108,8 +108,10 @@ def test_a_poisoned_object_fails_alone_and_its_worker_keeps_reconciling(
         30,
         "the internal error counted",
     )
+    # Status reads the parts' health the daemon stores at each heartbeat (HEARTBEAT_S).
+    wait_for(lambda: _part(lab, "worker agentic")["errors"] >= 1, 30, "the error in status's parts")
     worker = _part(lab, "worker agentic")
-    assert worker["errors"] >= 1 and worker["last_error"] and worker["last_error_at"]
+    assert worker["last_error"] and worker["last_error_at"]
     assert worker["state"] in ("ok", "busy"), "the worker is alive, not restarting"
     # The worker lives on: a live edit is still reverted, and monit keeps reconciling.
     lab.edit("agentic", ns, "settings", {"mode": "edited"})
